@@ -1,0 +1,132 @@
+"""Every error rentabot answers over HTTP is shaped here, and only here.
+
+v1.0 answers keep the original's exact bodies (`seed-api.md`); anything else under an API
+prefix gets JSON too, never an HTML page or a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import HTMLResponse, Response
+
+from rentabot.api.responses import json_response
+from rentabot.domain.errors import (
+    AlreadyReleasedError,
+    BusyError,
+    InvalidRequestError,
+    NotFoundError,
+    NotHolderError,
+    RentabotError,
+)
+from rentabot.domain.model import Resource
+from rentabot.storage.database import DatabaseUnavailableError
+
+log = logging.getLogger("rentabot")
+
+API_PREFIXES = ("/api/", "/rentabot/api/")
+
+#: Shown in `lock-token` instead of a holder's secret, unless RENTABOT_EXPOSE_LOCK_TOKENS is on.
+HIDDEN_TOKEN = "hidden"
+
+
+@dataclass(frozen=True, slots=True)
+class V1Criteria:
+    """What a v1 `POST …/resources/lock` request sent, echoed in its error bodies."""
+
+    id: str | None
+    name: str | None
+    tags: list[str]
+
+
+def v1_resource(resource: Resource, *, expose_tokens: bool, holder_token: str | None = None) -> dict[str, object]:
+    """The original's resource object. Tokens show only to their holder, unless exposed."""
+    token = resource.lock_token
+    if token is not None and not expose_tokens and token != holder_token:
+        token = HIDDEN_TOKEN
+    return {
+        "id": resource.id,
+        "name": resource.name,
+        "description": resource.description,
+        "endpoint": resource.endpoint,
+        "tags": resource.tags_text,
+        "lock-token": token,
+        "lock-details": resource.lock_details,
+    }
+
+
+def v1_error(error: RentabotError, criteria: V1Criteria | None, *, expose_tokens: bool) -> Response:
+    """The original's answer to a domain error. `criteria` is set for lock-by-criteria calls."""
+    if isinstance(error, NotFoundError):
+        selector = error.selector
+        if selector.tags:
+            return json_response(404, {"message": error.message, "tags": list(selector.tags)})
+        if selector.name is not None:
+            return json_response(404, {"message": error.message, "resource_name": selector.name})
+        shown: object = selector.raw_id if selector.raw_id is not None else selector.resource_id
+        return json_response(404, {"message": error.message, "resource_id": shown})
+    if isinstance(error, BusyError):
+        if criteria is not None:
+            body = {"id": criteria.id, "name": criteria.name, "tags": criteria.tags}
+        else:
+            body = {"id": error.selector.resource_id, "name": None, "tags": None}
+        return json_response(403, {"message": error.message, **body})
+    if isinstance(error, AlreadyReleasedError):
+        return json_response(403, {"message": error.message, "resource_id": error.resource_id})
+    if isinstance(error, NotHolderError):
+        resource = v1_resource(error.resource, expose_tokens=expose_tokens)
+        return json_response(
+            403,
+            {"message": error.message, "invalid-lock-token": error.token, "resource": resource},
+        )
+    if isinstance(error, InvalidRequestError):
+        return json_response(400, {"message": "Bad Request", "detail": error.message})
+    return json_response(400, {"message": error.message})
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIXES)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    headers = dict(error.headers or {})
+    if _is_api(request) or request.url.path.startswith("/healthz"):
+        return json_response(error.status_code, {"message": error.detail}, headers)
+    return HTMLResponse(
+        f"<!doctype html><title>{error.status_code}</title><h1>{error.detail}</h1>",
+        status_code=error.status_code,
+        headers=headers,
+    )
+
+
+async def _validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    problems = [
+        {"location": list(item.get("loc", ())), "problem": item.get("msg", "")}
+        for item in error.errors()
+    ]
+    return json_response(422, {"message": "Invalid request", "problems": problems})
+
+
+async def _database_unavailable(request: Request, error: Exception) -> Response:
+    log.error("database unavailable: %s", error)
+    return json_response(503, {"message": f"Database unavailable: {error}"}, {"Retry-After": "1"})
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    # The details go to the log, never to the client.
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return json_response(500, {"message": "Internal Server Error"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error to one JSON shape (HTML only for the page's own 404s)."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DatabaseUnavailableError, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

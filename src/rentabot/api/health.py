@@ -1,0 +1,27 @@
+"""Liveness and readiness for operators and load balancers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from rentabot import __version__
+from rentabot.api.responses import json_response
+from rentabot.api.runtime import runtime
+from rentabot.storage.database import DatabaseUnavailableError
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Is the service up, and can it reach its database?")
+async def healthz(request: Request) -> Response:
+    """200 with `{"status": "ok"}` when the database answers, 503 otherwise."""
+    database = runtime(request).database
+    try:
+        await run_in_threadpool(database.ping)
+    except DatabaseUnavailableError as error:
+        return json_response(
+            503, {"status": "unavailable", "database": str(error), "version": __version__}
+        )
+    return json_response(200, {"status": "ok", "database": "ok", "version": __version__})

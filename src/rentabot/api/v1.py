@@ -1,0 +1,117 @@
+"""The original rent-a-bot 0.x API (`seed-api.md`), served under both of its prefixes.
+
+Handlers parse, call one service method, and serialise. They are plain Starlette routes:
+this is the hot path of every existing rent-a-bot user, and FastAPI's parameter machinery
+costs more than the rest of a request here (docs/performance.md). The contract is documented
+in the README and `seed-api.md`; the OpenAPI document describes v2.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from rentabot.api.errors import V1Criteria, v1_error, v1_resource
+from rentabot.api.responses import json_response
+from rentabot.api.runtime import runtime
+from rentabot.domain.errors import InvalidRequestError, NotFoundError, RentabotError
+from rentabot.domain.model import Grant, Selector, parse_resource_id, v1_criteria_selector
+
+PREFIXES = ("/rentabot/api/v1.0", "/api/v1.0")
+
+
+def _id_or_not_found(text: str) -> int:
+    resource_id = parse_resource_id(text)
+    if resource_id is None:
+        raise NotFoundError(Selector(raw_id=text))
+    return resource_id
+
+
+def _locked(grant: Grant) -> Response:
+    # The caller is the holder: its own answer shows the real token.
+    body = v1_resource(grant.resource, expose_tokens=True)
+    return json_response(
+        200, {"message": "Resource locked", "lock-token": grant.token, "resource": body}
+    )
+
+
+async def list_resources(request: Request) -> Response:
+    """`GET …/resources`: every resource in id order (the listing may be large: off-loop)."""
+    app = runtime(request)
+    resources = await run_in_threadpool(app.locks.resources)
+    expose = app.settings.expose_lock_tokens
+    return json_response(
+        200, {"resources": [v1_resource(r, expose_tokens=expose) for r in resources]}
+    )
+
+
+async def get_resource(request: Request) -> Response:
+    """`GET …/resources/{id}`: one resource."""
+    app = runtime(request)
+    expose = app.settings.expose_lock_tokens
+    try:
+        resource = app.locks.resource(_id_or_not_found(request.path_params["resource_id"]))
+    except RentabotError as error:
+        return v1_error(error, None, expose_tokens=expose)
+    return json_response(200, {"resource": v1_resource(resource, expose_tokens=expose)})
+
+
+async def lock_by_id(request: Request) -> Response:
+    """`POST …/resources/{id}/lock`: lock it if free, 403 when held."""
+    app = runtime(request)
+    text = request.path_params["resource_id"]
+    try:
+        if text.strip() == "0":
+            # The original answers a lock of id 0 with a bare 400.
+            raise InvalidRequestError("resource ids start at 1")
+        grant = await app.locks.lock(Selector(resource_id=_id_or_not_found(text)))
+    except RentabotError as error:
+        return v1_error(error, None, expose_tokens=app.settings.expose_lock_tokens)
+    return _locked(grant)
+
+
+async def lock_by_criteria(request: Request) -> Response:
+    """`POST …/resources/lock?id=|rid=|name=|tag=…`: id wins over name over tags (all must match)."""
+    app = runtime(request)
+    query = request.query_params
+    ids = query.getlist("id") or query.getlist("rid")
+    names = query.getlist("name")
+    criteria = V1Criteria(
+        id=ids[0] if ids else None, name=names[0] if names else None, tags=query.getlist("tag")
+    )
+    try:
+        selector = v1_criteria_selector(ids, names, criteria.tags)
+        if selector is None:
+            raise InvalidRequestError("give one of the parameters id, rid, name or tag")
+        grant = await app.locks.lock(selector)
+    except RentabotError as error:
+        return v1_error(error, criteria, expose_tokens=app.settings.expose_lock_tokens)
+    return _locked(grant)
+
+
+async def unlock(request: Request) -> Response:
+    """`POST …/resources/{id}/unlock?lock-token=T`: release it if T is the holder's token."""
+    app = runtime(request)
+    try:
+        resource_id = _id_or_not_found(request.path_params["resource_id"])
+        await app.locks.unlock(resource_id, request.query_params.get("lock-token"))
+    except RentabotError as error:
+        return v1_error(error, None, expose_tokens=app.settings.expose_lock_tokens)
+    return json_response(200, {"message": "Resource unlocked"})
+
+
+def routes() -> list[BaseRoute]:
+    """The v1.0 routes under both prefixes (`/resources/lock` before `/resources/{id}`)."""
+    table: list[BaseRoute] = []
+    for prefix in PREFIXES:
+        base = f"{prefix}/resources"
+        table += [
+            Route(base, list_resources, methods=["GET"]),
+            Route(f"{base}/lock", lock_by_criteria, methods=["POST"]),
+            Route(f"{base}/{{resource_id}}", get_resource, methods=["GET"]),
+            Route(f"{base}/{{resource_id}}/lock", lock_by_id, methods=["POST"]),
+            Route(f"{base}/{{resource_id}}/unlock", unlock, methods=["POST"]),
+        ]
+    return table

@@ -1,0 +1,64 @@
+"""The application factory: `create_app(settings)` builds one independent rentabot app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from rentabot import __version__
+from rentabot.api import health, v1
+from rentabot.api.errors import install_error_handlers
+from rentabot.api.runtime import Runtime
+from rentabot.service.locks import Clock, LockService
+from rentabot.settings import Settings
+from rentabot.storage import migrate
+from rentabot.storage.database import Database
+from rentabot.web import routes as web
+
+
+class SchemaOutOfDateError(RuntimeError):
+    """The database's schema is not the one this rentabot needs."""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """Build the app. The database opens in the lifespan, so building has no side effect.
+
+    The schema must already be current (`rentabot serve` and `rentabot db upgrade` see to
+    it): several worker processes must never race to migrate.
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        try:
+            current, head = migrate.current_revision(database), migrate.head_revision(database)
+            if current != head:
+                raise SchemaOutOfDateError(
+                    f"the database schema is at {current or 'nothing'}, this rentabot needs"
+                    f" {head}: run `rentabot db upgrade` (rentabot serve does it for you)"
+                )
+            locks = LockService(database) if clock is None else LockService(database, clock=clock)
+            app.state.runtime = Runtime(settings=settings, database=database, locks=locks)
+            yield
+        finally:
+            database.dispose()
+
+    app = FastAPI(
+        title="rentabot",
+        version=__version__,
+        summary="Lock and lease shared automation resources.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.router.routes.extend(v1.routes())
+    app.include_router(health.router)
+    app.include_router(web.router)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app configured by `RENTABOT_*` variables: what each server worker process runs."""
+    return create_app(Settings())

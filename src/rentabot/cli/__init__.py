@@ -1,0 +1,5 @@
+"""The `rentabot` command."""
+
+from rentabot.cli.main import main
+
+__all__ = ["main"]

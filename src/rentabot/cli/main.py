@@ -1,0 +1,161 @@
+"""`rentabot`: serve the API, and manage the database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from rentabot import __version__
+from rentabot.domain.errors import DescriptorError
+from rentabot.settings import Settings
+from rentabot.storage.database import DatabaseUnavailableError
+from rentabot.storage.migrate import SchemaTooNewError
+
+log = logging.getLogger("rentabot")
+
+
+def _fail(message: str, status: int = 1) -> None:
+    click.echo(f"rentabot: error: {message}", err=True)
+    sys.exit(status)
+
+
+def _settings(**overrides: object) -> Settings:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]  # values are checked by pydantic
+    except ValidationError as error:
+        problems = "; ".join(
+            f"RENTABOT_{'_'.join(str(p) for p in item['loc']).upper()}: {item['msg']}"
+            for item in error.errors()
+        )
+        _fail(f"invalid settings: {problems}", 2)
+        raise  # unreachable: _fail exits
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Alembic narrates every migration step at INFO; rentabot logs the outcome itself.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rentabot")
+def main() -> None:
+    """rentabot: lock shared automation resources (boards, benches, phones, licences).
+
+    Every option also has a RENTABOT_* environment variable (see the README).
+    """
+
+
+@main.command()
+@click.option("--host", help="Address to listen on.  [default: 127.0.0.1; RENTABOT_HOST]")
+@click.option("--port", type=int, help="Port to listen on.  [default: 5000; RENTABOT_PORT]")
+@click.option(
+    "--descriptor",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML file of resources.  [RENTABOT_RESOURCE_DESCRIPTOR]",
+)
+@click.option(
+    "--database",
+    help="Database URL.  [default: sqlite:///./rentabot.db; RENTABOT_DATABASE_URL]",
+)
+@click.option("--workers", type=int, help="Worker processes.  [default: 1; RENTABOT_WORKERS]")
+def serve(
+    host: str | None,
+    port: int | None,
+    descriptor: Path | None,
+    database: str | None,
+    workers: int | None,
+) -> None:
+    """Serve the API and the web page.
+
+    Validates the descriptor (stopping with file, line and reason when it is wrong, the
+    database untouched), upgrades the database schema, synchronises the resources, then
+    serves. Ctrl-C stops it.
+    """
+    import uvicorn
+
+    from rentabot.app import create_app
+    from rentabot.service.bootstrap import prepare_database
+
+    settings = _settings(
+        host=host,
+        port=port,
+        resource_descriptor=descriptor,
+        database_url=database,
+        workers=workers,
+    )
+    _configure_logging(settings.log_level)
+    if settings.expose_lock_tokens:
+        log.warning(
+            "RENTABOT_EXPOSE_LOCK_TOKENS is on: every client can read every holder's lock token"
+            " and unlock anything"
+        )
+    try:
+        report = prepare_database(settings)
+    except DescriptorError as error:
+        _fail(f"invalid resource descriptor: {error}")
+    except (DatabaseUnavailableError, SchemaTooNewError) as error:
+        _fail(f"database {settings.database_url}: {error}")
+    else:
+        url = f"http://{settings.host}:{settings.port}"
+        click.echo(
+            f"rentabot {__version__} serving {report.sync.total} resources on {url}"
+            f" (database {settings.database_url}, {settings.workers} worker(s))",
+            err=True,
+        )
+    config = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": 5,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **config)  # type: ignore[arg-type]
+    else:
+        # Worker processes build their own app from the environment: hand them the settings.
+        for name, value in settings.model_dump(exclude_none=True).items():
+            os.environ[f"RENTABOT_{name.upper()}"] = str(value)
+        uvicorn.run(
+            "rentabot.app:create_app_from_environment",
+            factory=True,
+            workers=settings.workers,
+            **config,  # type: ignore[arg-type]
+        )
+
+
+@main.group()
+def db() -> None:
+    """Manage the database."""
+
+
+@db.command()
+@click.option("--database", help="Database URL.  [RENTABOT_DATABASE_URL]")
+def upgrade(database: str | None) -> None:
+    """Create or upgrade the database schema to this version's (serve does it too)."""
+    from rentabot.storage import migrate
+    from rentabot.storage.database import Database
+
+    settings = _settings(database_url=database)
+    _configure_logging(settings.log_level)
+    try:
+        target = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        try:
+            before, after = migrate.upgrade(target)
+        finally:
+            target.dispose()
+    except (DatabaseUnavailableError, SchemaTooNewError) as error:
+        _fail(f"database {settings.database_url}: {error}")
+    else:
+        if before == after:
+            click.echo(f"database already at schema {after}")
+        else:
+            click.echo(f"database upgraded from {before or 'empty'} to schema {after}")

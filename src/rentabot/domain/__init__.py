@@ -1,0 +1,1 @@
+"""Pure rules and types of rentabot: no I/O, no framework."""

@@ -1,0 +1,140 @@
+"""The types rentabot reasons about: resources, selectors and grants."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+#: The original's `lock-details` texts, kept word for word for rent-a-bot clients.
+NEVER_LOCKED = "Resource is available"
+LOCKED = "Resource locked"
+RELEASED = "Resource available"
+
+#: Largest id a resource can have (SQLite and PostgreSQL BIGINT): anything above is unknown.
+MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    """One resource as the descriptor declares it."""
+
+    name: str
+    description: str | None = None
+    endpoint: str | None = None
+    #: The tags as the original's display string (space separated), or None when absent.
+    tags_text: str | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+    #: Line of the entry in the descriptor, for messages.
+    line: int | None = None
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The distinct tags, in the order written."""
+        return split_tags(self.tags_text)
+
+
+def split_tags(tags_text: str | None) -> tuple[str, ...]:
+    """Split the original's space-separated tag string into distinct tags, order kept."""
+    if not tags_text:
+        return ()
+    return tuple(dict.fromkeys(tags_text.split()))
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A resource as clients see it, with its current lock."""
+
+    id: int
+    name: str
+    description: str | None
+    endpoint: str | None
+    tags_text: str | None
+    properties: Mapping[str, str]
+    maintenance: bool
+    #: The holder's token, or None when free.
+    lock_token: str | None
+    #: Last fence issued (0: never locked). Increases with every grant.
+    fence: int
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The distinct tags, in the order written."""
+        return split_tags(self.tags_text)
+
+    @property
+    def locked(self) -> bool:
+        """Whether a lease holds the resource now."""
+        return self.lock_token is not None
+
+    @property
+    def lock_details(self) -> str:
+        """The original's status text: never locked, locked, or available again."""
+        if self.lock_token is not None:
+            return LOCKED
+        return RELEASED if self.fence > 0 else NEVER_LOCKED
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Which resource a lock request wants: one id, one name, or every one of some tags.
+
+    `raw_id` keeps the id as the client wrote it (`?id=007`), for answers that echo it.
+    """
+
+    resource_id: int | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    raw_id: str | None = None
+
+    def __post_init__(self) -> None:
+        chosen = sum((self.resource_id is not None, self.name is not None, bool(self.tags)))
+        if chosen != 1 and not (chosen == 0 and self.raw_id is not None):
+            raise ValueError("a selector names exactly one of: id, name, tags")
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A lock just granted: the secret token and the resource it holds."""
+
+    token: str
+    lease_id: int
+    fence: int
+    resource: Resource
+
+
+def parse_resource_id(text: str) -> int | None:
+    """The id a client wrote, or None when it cannot name any resource (`abc`, `1.5`, `1e99`).
+
+    Accepts what the original's routing accepted: ASCII digits with an optional sign.
+    """
+    body = text.strip()
+    digits = body[1:] if body[:1] in ("+", "-") else body
+    if not digits or not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        return None
+    value = int(body)
+    return value if 0 < value <= MAX_ID else None
+
+
+def v1_criteria_selector(ids: list[str], names: list[str], tags: list[str]) -> Selector | None:
+    """The original's `POST …/resources/lock` rule: a non-empty id wins over a name over tags.
+
+    Returns None when none of them is usable (the original's 400 Bad Request).
+    """
+    raw_id = next(iter(ids), "")
+    if raw_id:
+        return Selector(resource_id=parse_resource_id(raw_id), raw_id=raw_id)
+    name = next(iter(names), "")
+    if name:
+        return Selector(name=name)
+    if tags:
+        return Selector(tags=tuple(tags))
+    return None
+
+
+def is_plausible_text(value: str, max_length: int = 200) -> bool:
+    """Whether `value` could be a stored name, tag or token: short, without control characters.
+
+    Values that fail this can match nothing, so they are answered without a database query
+    (and never reach a driver that rejects NUL bytes).
+    """
+    return 0 < len(value) <= max_length and value.isprintable()

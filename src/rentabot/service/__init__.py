@@ -1,0 +1,1 @@
+"""Use cases of rentabot: each one a single database transaction."""

@@ -1,0 +1,135 @@
+"""Locking and unlocking resources: the use cases behind the v1 API and the page."""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+
+from rentabot.domain.errors import AlreadyReleasedError, BusyError, NotFoundError, NotHolderError
+from rentabot.domain.model import Grant, Resource, Selector, is_plausible_text
+from rentabot.storage.database import Database
+from rentabot.storage.store import Store
+
+Clock = Callable[[], float]
+
+
+def new_token() -> str:
+    """A fresh secret lock token (the original's format: a random UUID4 string)."""
+    return str(uuid.uuid4())
+
+
+class LockService:
+    """Lock, unlock and look at resources. Every change is one transaction (or savepoint)."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        clock: Clock = time.time,
+        token_factory: Callable[[], str] = new_token,
+    ) -> None:
+        self._database = database
+        self._clock = clock
+        self._new_token = token_factory
+
+    def resources(self) -> list[Resource]:
+        """Every resource in id order, with its lock state."""
+        with self._database.reader() as store:
+            return store.resources()
+
+    def resource(self, resource_id: int) -> Resource:
+        """One resource. Raises NotFoundError."""
+        with self._database.reader() as store:
+            resource = store.resource(resource_id)
+        if resource is None:
+            raise NotFoundError(Selector(resource_id=resource_id))
+        return resource
+
+    async def lock(
+        self, selector: Selector, *, owner: str | None = None, description: str | None = None
+    ) -> Grant:
+        """Lock the first free resource the selector matches, without waiting.
+
+        Raises NotFoundError when nothing matches and BusyError when every match is held.
+        Answered once committed.
+        """
+        return await self._database.write(partial(self._lock, selector, owner, description))
+
+    async def unlock(self, resource_id: int, token: str | None) -> None:
+        """Release a resource held with `token`; answered once committed.
+
+        Raises NotFoundError, AlreadyReleasedError (it is free) or NotHolderError (the token
+        does not hold it: wrong, missing, or of a lock that has since been released).
+        """
+        await self._database.write(partial(self._unlock, resource_id, token))
+
+    def _lock(
+        self, selector: Selector, owner: str | None, description: str | None, store: Store
+    ) -> Grant:
+        resource_id = self._candidate(store, selector)
+        now = self._clock()
+        token = self._new_token()
+        lease_id = store.insert_lease(token, now, owner=owner, description=description)
+        # The conditional update decides: concurrent requests can never both win.
+        claimed = store.claim(resource_id, lease_id, now)
+        if claimed is None:
+            if store.resource(resource_id) is None:
+                raise NotFoundError(selector)
+            raise BusyError(selector)
+        store.add_event(
+            now,
+            "granted",
+            resource_id=resource_id,
+            lease_id=lease_id,
+            actor=owner,
+            detail={"fence": claimed.fence},
+        )
+        return Grant(token, lease_id, claimed.fence, replace(claimed, lock_token=token))
+
+    def _unlock(self, resource_id: int, token: str | None, store: Store) -> None:
+        now = self._clock()
+        holder = store.holder(resource_id)
+        released = (
+            holder is not None
+            and token is not None
+            and hmac.compare_digest(holder[1].encode(), token.encode())
+            and store.release(resource_id, holder[0], now)
+        )
+        if not released or holder is None:
+            resource = store.resource(resource_id)
+            if resource is None:
+                raise NotFoundError(Selector(resource_id=resource_id))
+            if not resource.locked:
+                raise AlreadyReleasedError(resource_id)
+            raise NotHolderError(resource, token)
+        lease_id = holder[0]
+        store.end_lease_if_empty(lease_id, now, "released")
+        store.add_event(now, "released", resource_id=resource_id, lease_id=lease_id)
+
+    @staticmethod
+    def _candidate(store: Store, selector: Selector) -> int:
+        """The id to try to claim. Raises NotFoundError / BusyError when there is none."""
+        if selector.resource_id is not None:
+            return selector.resource_id
+        if selector.name is not None:
+            found = (
+                store.resource_id_by_name(selector.name)
+                if is_plausible_text(selector.name)
+                else None
+            )
+            if found is None:
+                raise NotFoundError(selector)
+            return found
+        if selector.tags and all(is_plausible_text(tag) for tag in selector.tags):
+            candidate = store.first_claimable_with_tags(selector.tags)
+            if candidate is not None:
+                return candidate
+            if store.any_visible_with_tags(selector.tags):
+                raise BusyError(selector)
+        if selector.tags:
+            raise NotFoundError(selector, "No resource found matching the tag(s)")
+        raise NotFoundError(selector)

@@ -1,0 +1,113 @@
+"""The database schema. Alembic's migrations create exactly this (a test compares them).
+
+Times are seconds since the epoch (float): one representation on SQLite and PostgreSQL,
+compared directly in SQL by the expiry sweep.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: Bigint ids on PostgreSQL, SQLite's rowid alias on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # Compared with the lease found through its resource or its id: no index needed.
+    Column("token", String(64), nullable=False),
+    Column("owner", Text),
+    Column("description", Text),
+    Column("acquired_at", Double, nullable=False),
+    # None: held until released (the original's behaviour).
+    Column("expires_at", Double),
+    # None while the lease is active.
+    Column("ended_at", Double),
+    # released, expired, force_released
+    Column("end_reason", String(32)),
+    # A client-chosen id making acquire idempotent (retries get the same lease).
+    Column("request_id", String(200)),
+    Index(
+        "uq_leases_request_id",
+        "request_id",
+        unique=True,
+        sqlite_where=text("request_id IS NOT NULL"),
+        postgresql_where=text("request_id IS NOT NULL"),
+    ),
+)
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text),
+    Column("endpoint", Text),
+    # The tags as the descriptor wrote them (the original's display string); the
+    # resource_tags table is what lookups use.
+    Column("tags_text", Text),
+    # JSON object of strings handed to the holder.
+    Column("properties", Text, nullable=False, server_default=text("'{}'")),
+    Column("maintenance", Boolean, nullable=False, server_default=text("false")),
+    # Set when the resource left the descriptor; it stays until free, then is hidden.
+    Column("retired_at", Double),
+    # The active lease holding the resource. Claiming is `UPDATE … WHERE lease_id IS NULL`.
+    Column("lease_id", Id, ForeignKey("leases.id")),
+    # Last fence issued; every grant increments it, so it strictly increases per resource.
+    # While held, it is the holder's fence (each grant's fence is also in its event).
+    Column("fence", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", Double, nullable=False),
+    # Partial: free resources (most of them) cost the index nothing.
+    Index(
+        "ix_resources_lease_id",
+        "lease_id",
+        sqlite_where=text("lease_id IS NOT NULL"),
+        postgresql_where=text("lease_id IS NOT NULL"),
+    ),
+)
+
+resource_tags = Table(
+    "resource_tags",
+    metadata,
+    Column("tag", String(200), primary_key=True),
+    Column("resource_id", Id, ForeignKey("resources.id"), primary_key=True),
+    Index("ix_resource_tags_resource_id", "resource_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    # granted, released, expired, force_released, resource_added, resource_updated, …
+    Column("kind", String(32), nullable=False),
+    Column("resource_id", Id),
+    Column("lease_id", Id),
+    Column("actor", Text),
+    # JSON object with the details of the event.
+    Column("detail", Text),
+    Index("ix_events_resource_id_id", "resource_id", "id"),
+)
