@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         default="info", description="Log level of the server."
     )
     access_log: bool = Field(default=False, description="Log every HTTP request (costly).")
+    page_refresh_seconds: int = Field(
+        default=10, ge=1, le=3600, description="How often the web page refreshes itself."
+    )
 
     @field_validator("resource_descriptor", mode="before")
     @classmethod

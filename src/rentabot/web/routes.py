@@ -12,9 +12,6 @@ from starlette.responses import Response
 from rentabot import __version__
 from rentabot.api.runtime import runtime
 
-#: Seconds between the page's own refreshes.
-REFRESH_SECONDS = 10
-
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 router = APIRouter(include_in_schema=False)
 
@@ -22,14 +19,15 @@ router = APIRouter(include_in_schema=False)
 @router.get("/")
 async def index(request: Request) -> Response:
     """The resource table: name, lock status, description, endpoint, tags."""
-    resources = await run_in_threadpool(runtime(request).locks.resources)
+    app = runtime(request)
+    resources = await run_in_threadpool(app.locks.resources)
     return templates.TemplateResponse(
         request,
         "index.html",
         {
             "resources": resources,
             "locked_count": sum(1 for r in resources if r.locked),
-            "refresh_seconds": REFRESH_SECONDS,
+            "refresh_seconds": app.settings.page_refresh_seconds,
             "version": __version__,
         },
     )
