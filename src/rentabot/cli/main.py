@@ -83,7 +83,7 @@ def serve(
     import uvicorn
 
     from rentabot.app import create_app
-    from rentabot.service.bootstrap import prepare_database
+    from rentabot.service.bootstrap import prepare_database_in_child
 
     settings = _settings(
         host=host,
@@ -99,7 +99,7 @@ def serve(
             " and unlock anything"
         )
     try:
-        report = prepare_database(settings)
+        report = prepare_database_in_child(settings)
     except DescriptorError as error:
         _fail(f"invalid resource descriptor: {error}")
     except (DatabaseUnavailableError, SchemaTooNewError) as error:

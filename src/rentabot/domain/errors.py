@@ -85,3 +85,7 @@ class DescriptorError(RentabotError):
         self.source = source
         self.line = line
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[DescriptorError], tuple[str, int | None, str]]:
+        # Start-up validates in a child process; the error must cross back intact.
+        return (DescriptorError, (self.source, self.line, self.reason))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from rentabot.service.inventory import SyncReport, read_descriptor, sync_inventory
@@ -52,3 +54,20 @@ def prepare_database(settings: Settings) -> StartupReport:
         report.retired_but_held,
     )
     return StartupReport(before, after, report)
+
+
+def _prepare_in_child(settings: Settings, log_level: int) -> StartupReport:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, log_level))
+    return prepare_database(settings)
+
+
+def prepare_database_in_child(settings: Settings) -> StartupReport:
+    """`prepare_database` in a short-lived child process, raising its errors here.
+
+    Parsing a descriptor of 100,000 resources builds a YAML tree of millions of objects; doing
+    it in a child keeps that memory out of the long-running server process.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_prepare_in_child, settings, logging.getLogger().level).result()
