@@ -71,7 +71,7 @@ class Server:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
         environment.update(self.env)
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own command
+            self.process = subprocess.Popen(
                 self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,

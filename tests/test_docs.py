@@ -27,7 +27,8 @@ def test_every_setting_is_in_the_readme_table() -> None:
 def test_readme_gives_the_two_set_up_commands_and_ci_runs_make_test() -> None:
     """`make run` and `make test` are in the README; `.ci/run` calls `make test`."""
     readme = _readme()
-    assert "make run" in readme and "make test" in readme
+    assert "make run" in readme
+    assert "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 

@@ -34,7 +34,8 @@ def test_listing_shows_every_resource_in_id_order_with_the_original_fields(
     resources = answer.json()["resources"]
     assert [r["id"] for r in resources] == [1, 2, 3, 4, 5]
     assert resources[0] == {**COFFEE, "lock-token": None, "lock-details": "Resource is available"}
-    assert resources[2]["endpoint"] == "" and resources[2]["tags"] == ""
+    assert resources[2]["endpoint"] == ""
+    assert resources[2]["tags"] == ""
     assert resources[3]["tags"] == "nrf52 ble bench3"
 
 
@@ -106,7 +107,8 @@ def test_unlock_errors_match_the_original(client: TestClient, prefix: str) -> No
     body = wrong.json()
     assert body["message"] == "Cannot unlock resource, the lock token is not valid."
     assert body["invalid-lock-token"] == "not-it"
-    assert body["resource"]["id"] == 4 and body["resource"]["lock-token"] != token
+    assert body["resource"]["id"] == 4
+    assert body["resource"]["lock-token"] != token
     missing_token = client.post(f"{prefix}/resources/4/unlock")
     assert missing_token.status_code == 403
     assert missing_token.json()["invalid-lock-token"] is None
@@ -158,9 +160,7 @@ def test_lock_by_tags_needs_every_tag_and_takes_the_first_free_match(
     assert case.status_code == 404
 
 
-def test_lock_by_criteria_not_found_and_bad_request_bodies(
-    client: TestClient, prefix: str
-) -> None:
+def test_lock_by_criteria_not_found_and_bad_request_bodies(client: TestClient, prefix: str) -> None:
     """Unknown id (echoed as a string) or name: 404; nothing usable: 400 Bad Request."""
     by_id = client.post(f"{prefix}/resources/lock", params={"id": "12"})
     assert (by_id.status_code, by_id.json()) == (

@@ -103,7 +103,8 @@ def test_an_invalid_descriptor_leaves_the_database_untouched(
     bad.write_text("a: {}\nb:\n  colour: red\n")
     with pytest.raises(DescriptorError) as raised:
         prepare_database(make_settings(resource_descriptor=bad))
-    assert raised.value.source == str(bad) and raised.value.line == 3
+    assert raised.value.source == str(bad)
+    assert raised.value.line == 3
     assert _dump(settings) == before
 
 
@@ -126,7 +127,8 @@ def test_no_descriptor_serves_no_resources_and_says_so(
     assert settings.resource_descriptor is None
     with caplog.at_level("WARNING", logger="rentabot"):
         report = prepare_database(settings)
-    assert report.sync.total == 0 and report.sync.retired == 1
+    assert report.sync.total == 0
+    assert report.sync.retired == 1
     assert "serving no resources" in caplog.text
     assert _listing(settings) == []
 

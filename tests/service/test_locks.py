@@ -25,7 +25,8 @@ async def test_lock_then_unlock_by_id(database: Database) -> None:
     """A free resource locks, shows as held with the token, and frees with that token."""
     service = LockService(database)
     grant = await service.lock(Selector(resource_id=2))
-    assert grant.resource.id == 2 and grant.resource.lock_token == grant.token
+    assert grant.resource.id == 2
+    assert grant.resource.lock_token == grant.token
     assert service.resource(2).lock_token == grant.token
     await service.unlock(2, grant.token)
     assert service.resource(2).lock_token is None
@@ -142,6 +143,7 @@ async def test_concurrent_double_unlock_frees_once(database: Database) -> None:
     )
     assert outcomes[0] is None
     new = outcomes[1]
-    assert not isinstance(new, BaseException) and new is not None
+    assert not isinstance(new, BaseException)
+    assert new is not None
     assert isinstance(outcomes[2], NotHolderError)
     assert service.resource(1).lock_token == new.token

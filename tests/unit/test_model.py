@@ -63,7 +63,9 @@ def test_an_unparseable_id_still_selects_by_id() -> None:
     """`?id=abc` is an id lookup that finds nothing, not a fall-through to the name."""
     selector = v1_criteria_selector(["abc"], ["coffee"], [])
     assert selector == Selector(raw_id="abc")
-    assert selector is not None and selector.resource_id is None and selector.name is None
+    assert selector is not None
+    assert selector.resource_id is None
+    assert selector.name is None
 
 
 def test_selector_names_exactly_one_criterion() -> None:
@@ -99,4 +101,5 @@ def test_plausible_text_rejects_control_characters_and_oversize() -> None:
     assert not is_plausible_text("a\x00b")
     assert not is_plausible_text("a\nb")
     assert not is_plausible_text("x" * 201)
-    assert is_plausible_text("x" * 64, 64) and not is_plausible_text("x" * 65, 64)
+    assert is_plausible_text("x" * 64, 64)
+    assert not is_plausible_text("x" * 65, 64)

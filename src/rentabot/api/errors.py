@@ -43,7 +43,9 @@ class V1Criteria:
     tags: list[str]
 
 
-def v1_resource(resource: Resource, *, expose_tokens: bool, holder_token: str | None = None) -> dict[str, object]:
+def v1_resource(
+    resource: Resource, *, expose_tokens: bool, holder_token: str | None = None
+) -> dict[str, object]:
     """The original's resource object. Tokens show only to their holder, unless exposed."""
     token = resource.lock_token
     if token is not None and not expose_tokens and token != holder_token:
@@ -71,7 +73,11 @@ def v1_error(error: RentabotError, criteria: V1Criteria | None, *, expose_tokens
         return json_response(404, {"message": error.message, "resource_id": shown})
     if isinstance(error, BusyError):
         if criteria is not None:
-            body = {"id": criteria.id, "name": criteria.name, "tags": criteria.tags}
+            body: dict[str, object] = {
+                "id": criteria.id,
+                "name": criteria.name,
+                "tags": criteria.tags,
+            }
         else:
             body = {"id": error.selector.resource_id, "name": None, "tags": None}
         return json_response(403, {"message": error.message, **body})

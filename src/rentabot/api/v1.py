@@ -73,7 +73,7 @@ async def lock_by_id(request: Request) -> Response:
 
 
 async def lock_by_criteria(request: Request) -> Response:
-    """`POST …/resources/lock?id=|rid=|name=|tag=…`: id wins over name over tags (all must match)."""
+    """`POST …/resources/lock?id=|rid=|name=|tag=…`: id, else name, else every tag."""
     app = runtime(request)
     query = request.query_params
     ids = query.getlist("id") or query.getlist("rid")

@@ -1,12 +1,12 @@
 """The domain's error tree. Every layer (v1 and v2 API, web page, CLI) maps these, never others.
 
-    RentabotError
-    ├── InvalidRequestError        the request itself is malformed (HTTP 400/422)
-    ├── NotFoundError              nothing matches the selector (HTTP 404)
-    ├── BusyError                  everything that matches is held (HTTP 403 in v1, 409 in v2)
-    ├── NotHolderError             the token given does not hold the resource (HTTP 403)
-    ├── AlreadyReleasedError       the resource is not locked at all (HTTP 403 in v1)
-    └── DescriptorError            the resource descriptor is invalid (start-up stops)
+RentabotError
+├── InvalidRequestError        the request itself is malformed (HTTP 400/422)
+├── NotFoundError              nothing matches the selector (HTTP 404)
+├── BusyError                  everything that matches is held (HTTP 403 in v1, 409 in v2)
+├── NotHolderError             the token given does not hold the resource (HTTP 403)
+├── AlreadyReleasedError       the resource is not locked at all (HTTP 403 in v1)
+└── DescriptorError            the resource descriptor is invalid (start-up stops)
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class Database:
             raise ValueError(f"unsupported synchronous mode {sqlite_synchronous!r}")
         self._path = _sqlite_file(self.url)
         if self._path is None:
-            raise DatabaseUnavailableError("rentabot needs an SQLite file, not an in-memory database")
+            raise DatabaseUnavailableError("rentabot needs an SQLite file, not a memory database")
         if not self._path.parent.is_dir():
             raise DatabaseUnavailableError(
                 f"the directory of the SQLite database does not exist: {self._path.parent}"
@@ -180,7 +180,7 @@ class Database:
                     store.savepoint()
                     try:
                         result = operation(store)
-                    except Exception as error:  # noqa: BLE001 - raised to its own caller
+                    except Exception as error:
                         store.rollback_to_savepoint()
                         outcomes.append((future, None, error))
                     else:
