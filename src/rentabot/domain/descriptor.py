@@ -67,6 +67,8 @@ _NOT_PRINTABLE: Final = re.compile(
 _LINE_BREAK: Final = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
 _CONTROL_IN_NAME: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_IN_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# A description is for people: a block scalar (`|`) may spread it over several lines.
+_CONTROL_IN_TEXT: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # \s is Unicode whitespace, exactly what str.split() (and so ResourceSpec.tags) splits on.
 _BAD_IN_TAG: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _PROPERTY_KEY: Final = re.compile(r"[A-Za-z0-9_.-]+")
@@ -149,12 +151,6 @@ class _Loader(_BaseLoader):
             return tag
         return _SEQ if kind is SequenceNode else _MAP
 
-    def descend_resolver(self, current_node: Node | None, current_index: object) -> None:
-        """Nothing to track: path resolvers are not used (a cheaper no-op than PyYAML's)."""
-
-    def ascend_resolver(self) -> None:
-        """Nothing to track: path resolvers are not used (a cheaper no-op than PyYAML's)."""
-
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
@@ -162,6 +158,8 @@ def _gc_paused() -> Iterator[None]:
 
     A large descriptor becomes millions of small objects that form no cycles, and the collector
     would rescan them all again and again: 100,000 entries took 18 s instead of 3 s.
+    The switch is process-wide; a parse in another thread may turn it back on early, which
+    only costs that parse speed.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -186,8 +184,6 @@ def _decode(data: str | bytes, source: str) -> str:
             ) from exc
     else:
         text = data
-    # libyaml only skips a byte order mark in bytes it decodes itself, not in a str.
-    text = text.removeprefix("\ufeff")
     bad = _NOT_PRINTABLE.search(text)
     if bad is not None:
         raise DescriptorError(
@@ -219,6 +215,7 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, source: str) -> Descript
     """A DescriptorError at the line PyYAML blames, with its own words for the problem."""
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark is not None else None
+    # PyYAML reports a second document only through this text (C and Python loaders alike).
     if exc.problem == _SECOND_DOCUMENT:
         return DescriptorError(
             source,
@@ -290,15 +287,16 @@ class _Walker:
                     " quote it to use it as a name",
                 )
             name = str(value)
-        if not name.strip():
+        stripped = name.strip()
+        if not stripped:
             raise self._error(node, "a resource name is empty")
-        bad = _CONTROL_IN_NAME.search(name)
-        if bad is not None:
-            raise self._error(node, f"resource name {name!r} contains {_char_name(bad.group())}")
-        if name != name.strip():
+        if name != stripped:
             raise self._error(
                 node, f"resource name {name!r} starts or ends with whitespace; remove it"
             )
+        bad = _CONTROL_IN_NAME.search(name)
+        if bad is not None:
+            raise self._error(node, f"resource name {name!r} contains {_char_name(bad.group())}")
         if len(name) > MAX_NAME_LENGTH:
             raise self._error(
                 node,
@@ -334,7 +332,9 @@ class _Walker:
                 break
             fields[key] = value_node
         node = fields.get("description")
-        description = None if node is None else self._text(node, name, "description")
+        description = (
+            None if node is None else self._text(node, name, "description", multiline=True)
+        )
         node = fields.get("endpoint")
         endpoint = None if node is None else self._text(node, name, "endpoint")
         node = fields.get("tags")
@@ -358,6 +358,7 @@ class _Walker:
         expected: str = "a string",
         *,
         booleans: bool = False,
+        multiline: bool = False,
     ) -> str | None:
         """A string field: text, or a number (or boolean if allowed) as text; None for null."""
         if not isinstance(node, ScalarNode):
@@ -374,12 +375,16 @@ class _Walker:
                 raise self._wrong_type(node, name, label, expected)
             else:
                 text = str(value)
-        bad = _CONTROL_IN_VALUE.search(text)
+        bad = (_CONTROL_IN_TEXT if multiline else _CONTROL_IN_VALUE).search(text)
         if bad is not None:
+            allowed = (
+                "tab and line breaks are the only control characters"
+                if multiline
+                else "tab is the only control character"
+            )
             raise self._error(
                 node,
-                f"entry {name!r}: {label} contains {_char_name(bad.group())};"
-                " tab is the only control character allowed",
+                f"entry {name!r}: {label} contains {_char_name(bad.group())}; {allowed} allowed",
             )
         return text
 
@@ -520,14 +525,14 @@ class _Walker:
             if own_key is not None:
                 pairs.append((own_key, key_node, value_node))
                 continue
-            for merged in self._merged(value_node, name, kind):
+            for merged in self._merged(key_node, value_node, name, kind):
                 if merged[0] not in first:
                     first[merged[0]] = merged[1]
                     pairs.append(merged)
         return pairs
 
-    def _merged(self, node: Node, name: str, kind: _KeyKind) -> list[_Pair]:
-        """The pairs a merge key's value brings: one mapping, or a list of them in priority."""
+    def _merged(self, merge_key: Node, node: Node, name: str, kind: _KeyKind) -> list[_Pair]:
+        """The pairs `<<: node` brings: from one mapping, or a list of them in priority."""
         sources = node.value if isinstance(node, SequenceNode) else [node]
         pairs: list[_Pair] = []
         for source in sources:
@@ -542,7 +547,7 @@ class _Walker:
             if flattened is None:
                 if memo in self._flattening:
                     raise self._error(
-                        source,
+                        merge_key,
                         f"entry {name!r}: the merge key '<<' refers back to the mapping"
                         " that contains it",
                     )
