@@ -1,0 +1,232 @@
+"""The page at `/` in a real Chromium: the original's table, live, offline, phone-sized, escaped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import yaml
+from playwright.sync_api import Dialog, Error, Frame, Locator, Page, Request, expect
+
+from tests.browser.conftest import STILL_PAGE, ServerFactory
+from tests.support import EXAMPLES, V1, Server, write_descriptor
+
+pytestmark = pytest.mark.browser
+
+HEADERS = ["#", "Name", "Lock Status", "Description", "Endpoint", "Tags"]
+PHONE_WIDTH = 390
+#: How long (ms) the page may take to show a change: the 1 s refresh, plus slack for busy CI.
+LIVE_TIMEOUT_MS = 8_000
+
+#: Font size of everything with text in a table cell, its `::before` label included.
+CELL_FONT_SIZES = """() => {
+  const sizes = [];
+  for (const cell of document.querySelectorAll('#resources tbody td')) {
+    for (const el of [cell, ...cell.querySelectorAll('*')]) {
+      sizes.push([el.tagName + ' ' + el.textContent, parseFloat(getComputedStyle(el).fontSize)]);
+    }
+    const before = getComputedStyle(cell, '::before');
+    if (before.content !== 'none' && before.content !== 'normal') {
+      sizes.push(['::before ' + before.content, parseFloat(before.fontSize)]);
+    }
+  }
+  return sizes;
+}"""
+
+
+def example_rows() -> list[list[str]]:
+    """What examples/resources.yml should show, row by row: #, name, status, text, tags."""
+    resources: dict[str, dict[str, Any]] = yaml.safe_load(EXAMPLES.read_text())
+    rows = []
+    for number, (name, fields) in enumerate(resources.items(), start=1):
+        tags = fields.get("tags") or []
+        words = tags.split() if isinstance(tags, str) else [str(tag) for tag in tags]
+        row = [str(number), name, "Resource is available"]
+        row += [fields.get("description") or "", fields.get("endpoint") or ""]
+        rows.append(row + list(dict.fromkeys(words)))
+    return rows
+
+
+def status_cell(page: Page, resource_id: int) -> Locator:
+    """The Lock Status cell of one resource's row."""
+    return page.locator(f'#resources tbody tr[data-resource-id="{resource_id}"] td').nth(2)
+
+
+def count_navigations(page: Page) -> list[str]:
+    """A list that grows with every document the tab's main frame loads."""
+    loaded: list[str] = []
+
+    def record(frame: Frame) -> None:
+        if frame == page.main_frame:
+            loaded.append(frame.url)
+
+    page.on("framenavigated", record)
+    return loaded
+
+
+def assert_fits_the_phone(page: Page) -> None:
+    """Nothing is wider than the phone: the document does not scroll sideways.
+
+    A mobile viewport widens itself to fit content that overflows (zooming out), so
+    `window.innerWidth` must still be the phone's width for the scroll check to mean anything.
+    """
+    widths = page.evaluate("() => [window.innerWidth, document.documentElement.scrollWidth]")
+    assert widths[0] == PHONE_WIDTH, f"the viewport widened to {widths[0]} px to fit the page"
+    assert widths[1] <= widths[0], f"the page is {widths[1]} px wide on a {widths[0]} px phone"
+
+
+def settled_html(page: Page) -> str:
+    """The DOM as HTML, retried while a self-refresh navigates the page away under us."""
+    for _ in range(20):
+        try:
+            return page.content()
+        except Error:
+            page.wait_for_timeout(100)
+    return page.content()
+
+
+def test_lists_every_example_resource_like_the_original(server: Server, page: Page) -> None:
+    """The table has the original's columns and one row per example resource, tags one by one."""
+    page.goto(server.url)
+
+    assert page.locator("#resources thead th").all_text_contents() == HEADERS
+    rows = page.locator("#resources tbody tr")
+    expected = example_rows()
+    expect(rows).to_have_count(len(expected))
+    for index, want in enumerate(expected):
+        cells = rows.nth(index).locator("td")
+        expect(cells).to_have_count(len(HEADERS))
+        texts = [text.strip() for text in cells.all_text_contents()[:5]]
+        tags = cells.nth(5).locator(":scope > *").all_text_contents()
+        assert [*texts, *tags] == want, f"row {index + 1}"
+        assert rows.nth(index).get_attribute("data-resource-id") == want[0]
+
+
+def test_refreshes_itself_and_never_shows_the_lock_token(serve: ServerFactory, page: Page) -> None:
+    """A lock taken through the API appears without a reload; its secret token never does."""
+    server = serve(EXAMPLES, env={"RENTABOT_PAGE_REFRESH_SECONDS": "1"})
+    page.goto(server.url)
+    expect(status_cell(page, 2)).to_have_text("Resource is available")
+    loaded = count_navigations(page)
+
+    answer = httpx.post(f"{server.url}{V1}/resources/2/lock", timeout=10.0)
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["lock-token"]
+    assert isinstance(token, str)
+    assert len(token) >= 16
+
+    expect(status_cell(page, 2)).to_have_text("Resource locked", timeout=LIVE_TIMEOUT_MS)
+    assert loaded, "the page changed without loading a new document"
+    expect(status_cell(page, 1)).to_have_text("Resource is available")
+    assert token not in settled_html(page)
+    served = httpx.get(f"{server.url}/", timeout=10.0)
+    assert "Resource locked" in served.text
+    assert token not in served.text
+
+
+def test_loads_nothing_from_the_internet(serve: ServerFactory, page: Page) -> None:
+    """Every request the page makes, across a self-refresh too, goes to the server on 127.0.0.1."""
+    server = serve(EXAMPLES, env={"RENTABOT_PAGE_REFRESH_SECONDS": "1"})
+    requests: list[str] = []
+
+    def record(request: Request) -> None:
+        requests.append(request.url)
+
+    page.on("request", record)
+    loaded = count_navigations(page)
+    page.goto(server.url)
+    expect(page.locator("#resources tbody tr")).to_have_count(len(example_rows()))
+    for _ in range(LIVE_TIMEOUT_MS // 100):
+        if len(loaded) >= 2:
+            break
+        page.wait_for_timeout(100)
+    assert len(loaded) >= 2, "the page did not refresh itself"
+
+    assert requests.count(f"{server.url}/") >= 2, requests
+    outside = [url for url in requests if urlsplit(url).hostname != "127.0.0.1"]
+    assert outside == []
+    assert {urlsplit(url).port for url in requests} == {server.port}
+
+
+def test_readable_on_a_phone(server: Server, phone_page: Page, page: Page, tmp_path: Path) -> None:
+    """At 390x844 nothing scrolls sideways, every name is on screen and no cell text is tiny."""
+    names = [row[1] for row in example_rows()]
+    phone_page.goto(server.url)
+    expect(phone_page.locator("#resources tbody tr")).to_have_count(len(names))
+    phone_page.screenshot(path=tmp_path / "phone.png", full_page=True)
+    assert_fits_the_phone(phone_page)
+    for name in names:
+        cell = phone_page.locator("#resources tbody").get_by_text(name, exact=True)
+        expect(cell).to_be_visible()
+        box = cell.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0, name
+        assert box["x"] + box["width"] <= PHONE_WIDTH, name
+    sizes: list[list[Any]] = phone_page.evaluate(CELL_FONT_SIZES)
+    assert len(sizes) >= len(names) * len(HEADERS)
+    assert [(text, size) for text, size in sizes if size < 14] == []
+
+    page.goto(server.url)
+    expect(page.locator("#resources thead th")).to_have_count(len(HEADERS))
+    expect(page.locator("#resources thead th").first).to_be_visible()
+    page.screenshot(path=tmp_path / "desktop.png", full_page=True)
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    assert (tmp_path / "phone.png").stat().st_size > 0
+    assert (tmp_path / "desktop.png").stat().st_size > 0
+
+
+def test_long_values_wrap_on_a_phone(
+    serve: ServerFactory, phone_page: Page, tmp_path: Path
+) -> None:
+    """A long name, a long endpoint and a dozen tags wrap inside a phone's width."""
+    tags = [f"tag-number-{number}" for number in range(12)]
+    name = "bench-with-a-long-name-and-no-spaces-" + "0123456789" * 3
+    endpoint = "ssh://a-long-hostname.lab.example.org:2222/dev/serial/by-id/usb-SEGGER_J-Link-if00"
+    descriptor = write_descriptor(
+        tmp_path / "long.yml", {name: {"description": "x", "endpoint": endpoint, "tags": tags}}
+    )
+    server = serve(descriptor, env=STILL_PAGE)
+    phone_page.goto(server.url)
+    phone_page.screenshot(path=tmp_path / "long-phone.png", full_page=True)
+    tag_cell = phone_page.locator("#resources tbody td").nth(5)
+    assert tag_cell.locator(":scope > *").all_text_contents() == tags
+    assert_fits_the_phone(phone_page)
+    for text in (name, endpoint, *tags):
+        box = phone_page.locator("#resources tbody").get_by_text(text, exact=True).bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= PHONE_WIDTH, text
+
+
+def test_escapes_text_from_the_descriptor(serve: ServerFactory, page: Page, tmp_path: Path) -> None:
+    """Markup in a descriptor shows as text and never runs (no dialog opens)."""
+    script = "<script>alert(1)</script>"
+    image = '"><img src=x onerror=alert(2)>'
+    bold = "<b>bold</b>"
+    descriptor = write_descriptor(
+        tmp_path / "evil.yml",
+        {"evil": {"description": script, "endpoint": image, "tags": [bold]}},
+    )
+    server = serve(descriptor, env=STILL_PAGE)
+    dialogs: list[str] = []
+
+    def record(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", record)
+    page.goto(server.url)
+    page.wait_for_load_state("load")
+
+    cells = page.locator('#resources tbody tr[data-resource-id="1"] td')
+    expect(cells.nth(3)).to_have_text(script)
+    expect(cells.nth(4)).to_have_text(image)
+    expect(cells.nth(5)).to_have_text(bold)
+    assert page.locator("main script, main img, main b").count() == 0
+    assert dialogs == []
+
+    # The listener does see dialogs: an alert the test itself opens is recorded.
+    page.evaluate("() => alert('probe')")
+    assert dialogs == ["probe"]
