@@ -51,9 +51,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         version=__version__,
         summary="Lock and lease shared automation resources.",
         lifespan=lifespan,
+        # Native OpenTelemetry asks the global providers on every request; nothing here
+        # configures them, so the checks are pure cost on the lock path.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    app.router.routes.extend(v1.routes())
+    # First in the table: the lock path should not be matched against /docs and friends.
+    app.router.routes[:0] = v1.routes()
     app.include_router(health.router)
     app.include_router(web.router)
     return app

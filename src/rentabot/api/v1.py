@@ -103,15 +103,19 @@ async def unlock(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    """The v1.0 routes under both prefixes (`/resources/lock` before `/resources/{id}`)."""
+    """The v1.0 routes under both prefixes, the busiest first.
+
+    `/resources/lock` must come before `/resources/{id}` (which never matches it anyway:
+    the two differ in method and depth).
+    """
     table: list[BaseRoute] = []
     for prefix in PREFIXES:
         base = f"{prefix}/resources"
         table += [
-            Route(base, list_resources, methods=["GET"]),
-            Route(f"{base}/lock", lock_by_criteria, methods=["POST"]),
-            Route(f"{base}/{{resource_id}}", get_resource, methods=["GET"]),
             Route(f"{base}/{{resource_id}}/lock", lock_by_id, methods=["POST"]),
             Route(f"{base}/{{resource_id}}/unlock", unlock, methods=["POST"]),
+            Route(f"{base}/lock", lock_by_criteria, methods=["POST"]),
+            Route(f"{base}/{{resource_id}}", get_resource, methods=["GET"]),
+            Route(base, list_resources, methods=["GET"]),
         ]
     return table
