@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         version=__version__,
         summary="Lock and lease shared automation resources.",
         lifespan=lifespan,
+        # The original answered `…/resources/1/` with a 404, not a redirect.
+        redirect_slashes=False,
         # Native OpenTelemetry asks the global providers on every request; nothing here
         # configures them, so the checks are pure cost on the lock path.
         telemetry={"tracing": False, "metrics": False, "logs": False},

@@ -29,9 +29,13 @@ STILL_PAGE = {"RENTABOT_PAGE_REFRESH_SECONDS": "3600"}
 ServerFactory = Callable[..., Server]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """A headless Debian Chromium driven by Playwright's sync API, shared by the session."""
+    """A headless Debian Chromium driven by Playwright's sync API, shared by a module.
+
+    Not by the session: Playwright's sync API keeps an event loop running in this thread
+    until it stops, and the async tests that follow need the thread to themselves.
+    """
     if not CHROMIUM.exists():
         skip_or_fail(f"{CHROMIUM} is missing (apt-get install chromium)")
     with sync_playwright() as playwright:

@@ -17,15 +17,16 @@ from rentabot.api.errors import V1Criteria, v1_error, v1_resource
 from rentabot.api.responses import json_response
 from rentabot.api.runtime import runtime
 from rentabot.domain.errors import InvalidRequestError, NotFoundError, RentabotError
-from rentabot.domain.model import Grant, Selector, parse_resource_id, v1_criteria_selector
+from rentabot.domain.model import MAX_ID, Grant, Selector, v1_criteria_selector
 
 PREFIXES = ("/rentabot/api/v1.0", "/api/v1.0")
 
 
-def _id_or_not_found(text: str) -> int:
-    resource_id = parse_resource_id(text)
-    if resource_id is None:
-        raise NotFoundError(Selector(raw_id=text))
+def _path_id(request: Request) -> int:
+    # The `int` convertor matched ASCII digits only, as the original's `<int:…>` route did.
+    resource_id: int = request.path_params["resource_id"]
+    if not 0 < resource_id <= MAX_ID:
+        raise NotFoundError(Selector(resource_id=resource_id))
     return resource_id
 
 
@@ -52,7 +53,7 @@ async def get_resource(request: Request) -> Response:
     app = runtime(request)
     expose = app.settings.expose_lock_tokens
     try:
-        resource = app.locks.resource(_id_or_not_found(request.path_params["resource_id"]))
+        resource = app.locks.resource(_path_id(request))
     except RentabotError as error:
         return v1_error(error, None, expose_tokens=expose)
     return json_response(200, {"resource": v1_resource(resource, expose_tokens=expose)})
@@ -61,12 +62,11 @@ async def get_resource(request: Request) -> Response:
 async def lock_by_id(request: Request) -> Response:
     """`POST …/resources/{id}/lock`: lock it if free, 403 when held."""
     app = runtime(request)
-    text = request.path_params["resource_id"]
     try:
-        if text.strip() == "0":
+        if request.path_params["resource_id"] == 0:
             # The original answers a lock of id 0 with a bare 400.
             raise InvalidRequestError("resource ids start at 1")
-        grant = await app.locks.lock(Selector(resource_id=_id_or_not_found(text)))
+        grant = await app.locks.lock(Selector(resource_id=_path_id(request)))
     except RentabotError as error:
         return v1_error(error, None, expose_tokens=app.settings.expose_lock_tokens)
     return _locked(grant)
@@ -95,8 +95,7 @@ async def unlock(request: Request) -> Response:
     """`POST …/resources/{id}/unlock?lock-token=T`: release it if T is the holder's token."""
     app = runtime(request)
     try:
-        resource_id = _id_or_not_found(request.path_params["resource_id"])
-        await app.locks.unlock(resource_id, request.query_params.get("lock-token"))
+        await app.locks.unlock(_path_id(request), request.query_params.get("lock-token"))
     except RentabotError as error:
         return v1_error(error, None, expose_tokens=app.settings.expose_lock_tokens)
     return json_response(200, {"message": "Resource unlocked"})
@@ -105,17 +104,17 @@ async def unlock(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     """The v1.0 routes under both prefixes, the busiest first.
 
-    `/resources/lock` must come before `/resources/{id}` (which never matches it anyway:
-    the two differ in method and depth).
+    Ids are ASCII digits, like the original's `<int:…>` routes: `GET …/resources/lock` is a
+    405 (that path locks), and `…/resources/abc` or `…/resources/%201` are unknown paths.
     """
     table: list[BaseRoute] = []
     for prefix in PREFIXES:
         base = f"{prefix}/resources"
         table += [
-            Route(f"{base}/{{resource_id}}/lock", lock_by_id, methods=["POST"]),
-            Route(f"{base}/{{resource_id}}/unlock", unlock, methods=["POST"]),
+            Route(f"{base}/{{resource_id:int}}/lock", lock_by_id, methods=["POST"]),
+            Route(f"{base}/{{resource_id:int}}/unlock", unlock, methods=["POST"]),
             Route(f"{base}/lock", lock_by_criteria, methods=["POST"]),
-            Route(f"{base}/{{resource_id}}", get_resource, methods=["GET"]),
+            Route(f"{base}/{{resource_id:int}}", get_resource, methods=["GET"]),
             Route(base, list_resources, methods=["GET"]),
         ]
     return table

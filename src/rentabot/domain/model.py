@@ -103,9 +103,10 @@ class Grant:
 
 
 def parse_resource_id(text: str) -> int | None:
-    """The id a client wrote, or None when it cannot name any resource (`abc`, `1.5`, `1e99`).
+    """The id a client wrote in `?id=`, or None when it cannot name any resource.
 
-    Accepts what the original's routing accepted: ASCII digits with an optional sign.
+    Lenient like the original's query handling: surrounding spaces and a sign are accepted
+    (`abc`, `1.5`, `1e99`, `0` and negative numbers name nothing).
     """
     body = text.strip()
     digits = body[1:] if body[:1] in ("+", "-") else body

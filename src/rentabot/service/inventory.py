@@ -75,9 +75,8 @@ def sync_inventory(
         new_ids = store.insert_resources(new, now)
         store.update_resources(changed, now)
         store.retire_resources(gone, now)
-        tags = {new_ids[spec.name]: spec.tags for spec in new}
-        tags.update({resource_id: spec.tags for resource_id, spec in changed})
-        store.replace_tags(tags)
+        store.replace_tags({new_ids[spec.name]: spec.tags for spec in new}, new=True)
+        store.replace_tags({resource_id: spec.tags for resource_id, spec in changed})
 
         store.add_events(
             [(now, "resource_added", new_ids[spec.name], None) for spec in new]

@@ -95,6 +95,9 @@ resource_tags = Table(
     Column("tag", String(200), primary_key=True),
     Column("resource_id", Id, ForeignKey("resources.id"), primary_key=True),
     Index("ix_resource_tags_resource_id", "resource_id"),
+    # The primary key is the table: a tag lookup reads one b-tree, and loading 100,000
+    # resources writes one less.
+    sqlite_with_rowid=False,
 )
 
 events = Table(

@@ -286,11 +286,12 @@ class Store:
             held += int(row[0])
         return held
 
-    def replace_tags(self, tags_by_id: Mapping[int, Sequence[str]]) -> None:
-        """Set the tags of these resources to exactly the ones given."""
-        self._run_many(
-            "DELETE FROM resource_tags WHERE resource_id = ?", ((i,) for i in tags_by_id)
-        )
+    def replace_tags(self, tags_by_id: Mapping[int, Sequence[str]], *, new: bool = False) -> None:
+        """Set the tags of these resources to exactly the ones given (`new`: they have none)."""
+        if not new:
+            self._run_many(
+                "DELETE FROM resource_tags WHERE resource_id = ?", ((i,) for i in tags_by_id)
+            )
         self._run_many(
             "INSERT INTO resource_tags (tag, resource_id) VALUES (?, ?)",
             ((tag, resource_id) for resource_id, tags in tags_by_id.items() for tag in tags),

@@ -73,6 +73,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["resource_id"], ["resources.id"], name="fk_resource_tags_resource_id_resources"
         ),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_resource_tags_resource_id", "resource_tags", ["resource_id"])
     op.create_table(
