@@ -22,6 +22,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
+from rentabot.domain.errors import RentabotError
 from rentabot.storage.store import Store
 
 T = TypeVar("T")
@@ -157,8 +158,9 @@ class Database:
     async def write(self, operation: Callable[[Store], T]) -> T:
         """Run `operation` in this loop iteration's group transaction; return once committed.
 
-        The operation runs in its own savepoint: an error it raises undoes its writes only,
-        and is raised here. Every write of the group is acknowledged after one commit.
+        The operation runs in its own savepoint: a RentabotError it raises undoes its writes
+        only, and is raised here. Any other error rolls the whole group back and is raised
+        to every caller in it. Every write of the group is acknowledged after one commit.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((operation, future))
@@ -180,13 +182,17 @@ class Database:
                     store.savepoint()
                     try:
                         result = operation(store)
-                    except Exception as error:
+                    except RentabotError as error:
+                        # A refusal (busy, not found, …): undo this operation's writes only.
                         store.rollback_to_savepoint()
                         outcomes.append((future, None, error))
                     else:
                         store.release_savepoint()
                         outcomes.append((future, result, None))
-        except DatabaseUnavailableError as error:
+        except Exception as error:
+            # Anything else (the database, a bug) fails the whole group, never half of it.
+            if isinstance(error, sqlite3.Error):
+                error = DatabaseUnavailableError(str(error))
             outcomes = [(future, None, error) for _, future in batch]
         for future, result, failure in outcomes:
             if future.cancelled():
