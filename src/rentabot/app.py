@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from rentabot import __version__
-from rentabot.api import health, v1
+from rentabot.api import health, v1, v2
 from rentabot.api.errors import install_error_handlers
 from rentabot.api.runtime import Runtime
-from rentabot.service.locks import Clock, LockService
+from rentabot.service.leases import Clock, LeasePolicy, LeaseService
+from rentabot.service.locks import LockService
 from rentabot.settings import Settings
 from rentabot.storage import migrate
-from rentabot.storage.database import Database
+from rentabot.storage.database import Database, DatabaseUnavailableError
 from rentabot.web import routes as web
+
+log = logging.getLogger("rentabot")
+
+#: How often expired leases are ended: a lease outlives its TTL by at most about this.
+SWEEP_INTERVAL_S = 0.25
 
 
 class SchemaOutOfDateError(RuntimeError):
@@ -40,9 +49,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     f"the database schema is at {current or 'nothing'}, this rentabot needs"
                     f" {head}: run `rentabot db upgrade` (rentabot serve does it for you)"
                 )
-            locks = LockService(database) if clock is None else LockService(database, clock=clock)
-            app.state.runtime = Runtime(settings=settings, database=database, locks=locks)
+            policy = LeasePolicy(default_ttl=settings.default_ttl, max_ttl=settings.max_ttl)
+            now = clock or time.time
+            leases = LeaseService(database, policy=policy, clock=now)
+            app.state.runtime = Runtime(
+                settings=settings,
+                database=database,
+                locks=LockService(database, policy=policy, clock=now),
+                leases=leases,
+            )
+            sweeper = asyncio.create_task(_sweep_expired_leases(leases), name="expiry sweep")
             yield
+            sweeper.cancel()
         finally:
             database.dispose()
 
@@ -60,9 +78,25 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_error_handlers(app)
     # First in the table: the lock path should not be matched against /docs and friends.
     app.router.routes[:0] = v1.routes()
+    app.include_router(v2.router)
     app.include_router(health.router)
     app.include_router(web.router)
     return app
+
+
+async def _sweep_expired_leases(leases: LeaseService) -> None:
+    """End expired leases every SWEEP_INTERVAL_S, so none outlives its TTL by more than that.
+
+    Every replica or worker may sweep at once: ending a lease is a conditional update.
+    """
+    while True:
+        try:
+            await leases.expire_due()
+        except DatabaseUnavailableError as error:
+            log.warning("expiry sweep skipped: database unavailable: %s", error)
+        except Exception:
+            log.exception("expiry sweep failed; retrying")
+        await asyncio.sleep(SWEEP_INTERVAL_S)
 
 
 def create_app_from_environment() -> FastAPI:

@@ -32,6 +32,16 @@ class Settings(BaseSettings):
         default=False,
         description="Show every holder's real lock token in v1 listings, as the original did.",
     )
+    default_ttl: float | None = Field(
+        default=None,
+        gt=0,
+        description="Lease time (s) of locks that ask for none; unset: held until released.",
+    )
+    max_ttl: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest lease time (s) a lock may ask for; also caps locks that ask for none.",
+    )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL",
         description=(

@@ -112,7 +112,7 @@ async def test_grants_and_releases_are_audited(database: Database) -> None:
         ("released", 2, grant.lease_id),
     ]
     assert events[0][3] == "ci/job/7"
-    assert json.loads(str(events[0][4])) == {"fence": 1}
+    assert json.loads(str(events[0][4])) == {"fence": 1, "expires_at": None}
     ended = _rows(database, f"SELECT end_reason FROM leases WHERE id = {grant.lease_id}")
     assert ended == [("released",)]
 

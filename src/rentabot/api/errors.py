@@ -23,7 +23,7 @@ from rentabot.domain.errors import (
     NotHolderError,
     RentabotError,
 )
-from rentabot.domain.model import Resource
+from rentabot.domain.model import Resource, Selector
 from rentabot.storage.database import DatabaseUnavailableError
 
 log = logging.getLogger("rentabot")
@@ -65,6 +65,8 @@ def v1_error(error: RentabotError, criteria: V1Criteria | None, *, expose_tokens
     """The original's answer to a domain error. `criteria` is set for lock-by-criteria calls."""
     if isinstance(error, NotFoundError):
         selector = error.selector
+        if not isinstance(selector, Selector):
+            return json_response(404, {"message": error.message})
         if selector.tags:
             return json_response(404, {"message": error.message, "tags": list(selector.tags)})
         if selector.name is not None:
@@ -79,11 +81,14 @@ def v1_error(error: RentabotError, criteria: V1Criteria | None, *, expose_tokens
                 "tags": criteria.tags,
             }
         else:
-            body = {"id": error.selector.resource_id, "name": None, "tags": None}
+            resource_id = (
+                error.selector.resource_id if isinstance(error.selector, Selector) else None
+            )
+            body = {"id": resource_id, "name": None, "tags": None}
         return json_response(403, {"message": error.message, **body})
     if isinstance(error, AlreadyReleasedError):
         return json_response(403, {"message": error.message, "resource_id": error.resource_id})
-    if isinstance(error, NotHolderError):
+    if isinstance(error, NotHolderError) and error.resource is not None:
         resource = v1_resource(error.resource, expose_tokens=expose_tokens)
         return json_response(
             403,
@@ -94,6 +99,27 @@ def v1_error(error: RentabotError, criteria: V1Criteria | None, *, expose_tokens
     return json_response(400, {"message": error.message})
 
 
+#: The v2 status of each domain error (the most specific class listed wins).
+V2_STATUS: dict[type[RentabotError], int] = {
+    InvalidRequestError: 422,
+    NotFoundError: 404,
+    BusyError: 409,
+    NotHolderError: 403,
+    AlreadyReleasedError: 409,
+}
+
+
+def v2_error(error: RentabotError) -> Response:
+    """`{"error": {"code", "message"}}` with the status of the error's kind."""
+    status = next((code for kind, code in V2_STATUS.items() if isinstance(error, kind)), 400)
+    return json_response(status, {"error": {"code": error.code, "message": error.message}})
+
+
+async def _domain_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RentabotError)
+    return v2_error(error)
+
+
 def _is_api(request: Request) -> bool:
     return request.url.path.startswith(API_PREFIXES)
 
@@ -101,6 +127,11 @@ def _is_api(request: Request) -> bool:
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     headers = dict(error.headers or {})
+    if request.url.path.startswith("/api/v2/"):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return json_response(
+            error.status_code, {"error": {"code": code, "message": str(error.detail)}}, headers
+        )
     if _is_api(request) or request.url.path.startswith("/healthz"):
         return json_response(error.status_code, {"message": error.detail}, headers)
     return HTMLResponse(
@@ -113,15 +144,27 @@ async def _http_error(request: Request, error: Exception) -> Response:
 async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     problems = [
-        {"location": list(item.get("loc", ())), "problem": item.get("msg", "")}
+        {"location": [str(part) for part in item.get("loc", ())], "problem": item.get("msg", "")}
         for item in error.errors()
     ]
-    return json_response(422, {"message": "Invalid request", "problems": problems})
+    summary = "; ".join(f"{'.'.join(p['location'])}: {p['problem']}" for p in problems)
+    return json_response(
+        422,
+        {
+            "error": {"code": "invalid_request", "message": summary, "problems": problems},
+        },
+    )
 
 
 async def _database_unavailable(request: Request, error: Exception) -> Response:
     log.error("database unavailable: %s", error)
-    return json_response(503, {"message": f"Database unavailable: {error}"}, {"Retry-After": "1"})
+    message = f"Database unavailable: {error}"
+    body: dict[str, object] = (
+        {"error": {"code": "unavailable", "message": message}}
+        if request.url.path.startswith("/api/v2/")
+        else {"message": message}
+    )
+    return json_response(503, body, {"Retry-After": "1"})
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:
@@ -135,4 +178,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DatabaseUnavailableError, _database_unavailable)
+    app.add_exception_handler(RentabotError, _domain_error)
     app.add_exception_handler(Exception, _unexpected)

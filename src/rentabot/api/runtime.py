@@ -7,6 +7,7 @@ from typing import cast
 
 from starlette.requests import Request
 
+from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
 from rentabot.storage.database import Database
@@ -19,6 +20,7 @@ class Runtime:
     settings: Settings
     database: Database
     locks: LockService
+    leases: LeaseService
 
 
 def runtime(request: Request) -> Runtime:

@@ -30,6 +30,17 @@ def _path_id(request: Request) -> int:
     return resource_id
 
 
+def _ttl(request: Request) -> float | None:
+    """`?ttl=SECONDS`: the lease time asked for (the policy checks its range)."""
+    text = request.query_params.get("ttl")
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidRequestError(f"ttl must be a number of seconds, got {text!r}") from None
+
+
 def _locked(grant: Grant) -> Response:
     # The caller is the holder: its own answer shows the real token.
     body = v1_resource(grant.resource, expose_tokens=True)
@@ -60,13 +71,13 @@ async def get_resource(request: Request) -> Response:
 
 
 async def lock_by_id(request: Request) -> Response:
-    """`POST …/resources/{id}/lock`: lock it if free, 403 when held."""
+    """`POST …/resources/{id}/lock[?ttl=S]`: lock it if free, 403 when held."""
     app = runtime(request)
     try:
         if request.path_params["resource_id"] == 0:
             # The original answers a lock of id 0 with a bare 400.
             raise InvalidRequestError("resource ids start at 1")
-        grant = await app.locks.lock(Selector(resource_id=_path_id(request)))
+        grant = await app.locks.lock(Selector(resource_id=_path_id(request)), ttl=_ttl(request))
     except RentabotError as error:
         return v1_error(error, None, expose_tokens=app.settings.expose_lock_tokens)
     return _locked(grant)
@@ -85,7 +96,7 @@ async def lock_by_criteria(request: Request) -> Response:
         selector = v1_criteria_selector(ids, names, criteria.tags)
         if selector is None:
             raise InvalidRequestError("give one of the parameters id, rid, name or tag")
-        grant = await app.locks.lock(selector)
+        grant = await app.locks.lock(selector, ttl=_ttl(request))
     except RentabotError as error:
         return v1_error(error, criteria, expose_tokens=app.settings.expose_lock_tokens)
     return _locked(grant)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rentabot.domain.model import Resource, Selector
+    from rentabot.domain.model import Resource, Selector, Want
 
 
 class RentabotError(Exception):
@@ -38,9 +38,21 @@ class NotFoundError(RentabotError):
 
     code = "not_found"
 
-    def __init__(self, selector: Selector, message: str = "Resource not found") -> None:
+    def __init__(
+        self, selector: Selector | Want | None = None, message: str = "Resource not found"
+    ) -> None:
         super().__init__(message)
         self.selector = selector
+
+
+class LeaseNotFoundError(NotFoundError):
+    """No lease has this id."""
+
+    code = "lease_not_found"
+
+    def __init__(self, lease_id: int) -> None:
+        super().__init__(None, f"No lease {lease_id}")
+        self.lease_id = lease_id
 
 
 class BusyError(RentabotError):
@@ -48,20 +60,36 @@ class BusyError(RentabotError):
 
     code = "busy"
 
-    def __init__(self, selector: Selector) -> None:
+    def __init__(self, selector: Selector | Want) -> None:
         super().__init__("Cannot lock the requested resource, resource(s) already locked")
         self.selector = selector
 
 
 class NotHolderError(RentabotError):
-    """The token presented does not hold the resource."""
+    """The token presented does not hold the resource (or the lease)."""
 
     code = "not_holder"
 
-    def __init__(self, resource: Resource, token: str | None) -> None:
-        super().__init__("Cannot unlock resource, the lock token is not valid.")
+    def __init__(
+        self,
+        resource: Resource | None,
+        token: str | None,
+        message: str = "Cannot unlock resource, the lock token is not valid.",
+    ) -> None:
+        super().__init__(message)
         self.resource = resource
         self.token = token
+
+
+class LeaseEndedError(NotHolderError):
+    """The lease was released or has expired: its token holds nothing any more."""
+
+    code = "lease_ended"
+
+    def __init__(self, lease_id: int, reason: str) -> None:
+        super().__init__(None, None, f"Lease {lease_id} has ended ({reason})")
+        self.lease_id = lease_id
+        self.reason = reason
 
 
 class AlreadyReleasedError(RentabotError):

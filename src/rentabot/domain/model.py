@@ -93,6 +93,48 @@ class Selector:
 
 
 @dataclass(frozen=True, slots=True)
+class Want:
+    """What a v2 lock request asks for: these ids, these names, or `count` resources that
+    carry every one of `tags` (no tags: any resources). Granted all together or not at all."""
+
+    resource_ids: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.resource_ids and self.names:
+            raise ValueError("ask for resources by ids or by names, not both")
+        if self.count < 1:
+            raise ValueError("count must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A granted lock on one or more resources.
+
+    `resources` are those it holds now, each with the fence this lease was granted; an ended
+    lease holds none.
+    """
+
+    id: int
+    token: str
+    owner: str | None
+    description: str | None
+    acquired_at: float
+    expires_at: float | None
+    ttl: float | None
+    ended_at: float | None
+    end_reason: str | None
+    resources: tuple[Resource, ...]
+
+    @property
+    def state(self) -> str:
+        """`active`, or how it ended: `released`, `expired`, `force_released`."""
+        return self.end_reason or "active"
+
+
+@dataclass(frozen=True, slots=True)
 class Grant:
     """A lock just granted: the secret token and the resource it holds."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from rentabot.domain.descriptor import parse_descriptor
 from rentabot.domain.errors import DescriptorError
 from rentabot.domain.model import ResourceSpec
-from rentabot.service.locks import Clock
+from rentabot.service.leases import Clock
 from rentabot.storage.database import Database
 from rentabot.storage.store import StoredResource
 

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import hmac
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 
+from rentabot.domain.allocation import is_expired
 from rentabot.domain.errors import AlreadyReleasedError, BusyError, NotFoundError, NotHolderError
 from rentabot.domain.model import Grant, Resource, Selector, is_plausible_text
+from rentabot.service.leases import Clock, LeasePolicy, grant, new_token
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
-
-Clock = Callable[[], float]
-
-
-def new_token() -> str:
-    """A fresh secret lock token (the original's format: a random UUID4 string)."""
-    return str(uuid.uuid4())
 
 
 class LockService:
@@ -29,10 +22,12 @@ class LockService:
         self,
         database: Database,
         *,
+        policy: LeasePolicy | None = None,
         clock: Clock = time.time,
         token_factory: Callable[[], str] = new_token,
     ) -> None:
         self._database = database
+        self._policy = policy or LeasePolicy()
         self._clock = clock
         self._new_token = token_factory
 
@@ -40,6 +35,14 @@ class LockService:
         """Every resource in id order, with its lock state."""
         with self._database.reader() as store:
             return store.resources()
+
+    def resources_page(
+        self, tags: tuple[str, ...], state: str | None, offset: int, limit: int
+    ) -> tuple[list[Resource], int]:
+        """Resources carrying every tag, in `state` (available, locked, maintenance), paged;
+        with the number that match."""
+        with self._database.reader() as store:
+            return store.resources_page(tags, state, offset, limit)
 
     def resource(self, resource_id: int) -> Resource:
         """One resource. Raises NotFoundError."""
@@ -50,14 +53,20 @@ class LockService:
         return resource
 
     async def lock(
-        self, selector: Selector, *, owner: str | None = None, description: str | None = None
+        self,
+        selector: Selector,
+        *,
+        ttl: float | None = None,
+        owner: str | None = None,
+        description: str | None = None,
     ) -> Grant:
         """Lock the first free resource the selector matches, without waiting.
 
-        Raises NotFoundError when nothing matches and BusyError when every match is held.
-        Answered once committed.
+        Raises NotFoundError when nothing matches, BusyError when every match is held, and
+        InvalidRequestError for a TTL the policy refuses. Answered once committed. Without a
+        `ttl`, the policy's default applies (none: held until unlocked, as in the original).
         """
-        return await self._database.write(partial(self._lock, selector, owner, description))
+        return await self._database.write(partial(self._lock, selector, ttl, owner, description))
 
     async def unlock(self, resource_id: int, token: str | None) -> None:
         """Release a resource held with `token`; answered once committed.
@@ -68,27 +77,28 @@ class LockService:
         await self._database.write(partial(self._unlock, resource_id, token))
 
     def _lock(
-        self, selector: Selector, owner: str | None, description: str | None, store: Store
+        self,
+        selector: Selector,
+        ttl: float | None,
+        owner: str | None,
+        description: str | None,
+        store: Store,
     ) -> Grant:
-        resource_id = self._candidate(store, selector)
         now = self._clock()
+        expires_at = self._policy.expiry(now, ttl)
         token = self._new_token()
-        lease_id = store.insert_lease(token, now, owner=owner, description=description)
-        # The conditional update decides: concurrent requests can never both win.
-        claimed = store.claim(resource_id, lease_id, now)
-        if claimed is None:
-            if store.resource(resource_id) is None:
-                raise NotFoundError(selector)
-            raise BusyError(selector)
-        store.add_event(
-            now,
-            "granted",
-            resource_id=resource_id,
-            lease_id=lease_id,
-            actor=owner,
-            detail={"fence": claimed.fence},
+        lease_id, (resource,) = grant(
+            store,
+            [self._candidate(store, selector)],
+            selector,
+            now=now,
+            token=token,
+            expires_at=expires_at,
+            ttl=ttl if ttl is not None else self._policy.default_ttl,
+            owner=owner,
+            description=description,
         )
-        return Grant(token, lease_id, claimed.fence, replace(claimed, lock_token=token))
+        return Grant(token, lease_id, resource.fence, resource)
 
     def _unlock(self, resource_id: int, token: str | None, store: Store) -> None:
         now = self._clock()
@@ -97,6 +107,8 @@ class LockService:
             holder is not None
             and token is not None
             and hmac.compare_digest(holder[1].encode(), token.encode())
+            # A lease past its deadline no longer holds, even before the sweep ends it.
+            and not is_expired(holder[2], now)
             and store.release(resource_id, holder[0], now)
         )
         if not released or holder is None:
@@ -125,10 +137,10 @@ class LockService:
                 raise NotFoundError(selector)
             return found
         if selector.tags and all(is_plausible_text(tag) for tag in selector.tags):
-            candidate = store.first_claimable_with_tags(selector.tags)
-            if candidate is not None:
-                return candidate
-            if store.any_visible_with_tags(selector.tags):
+            candidates = store.claimable_with_tags(selector.tags)
+            if candidates:
+                return candidates[0]
+            if store.count_visible_with_tags(selector.tags, 1):
                 raise BusyError(selector)
         if selector.tags:
             raise NotFoundError(selector, "No resource found matching the tag(s)")

@@ -44,12 +44,21 @@ leases = Table(
     Column("acquired_at", Double, nullable=False),
     # None: held until released (the original's behaviour).
     Column("expires_at", Double),
+    # The lease time in seconds a renewal extends by when it names none (None: no expiry).
+    Column("ttl", Double),
     # None while the lease is active.
     Column("ended_at", Double),
     # released, expired, force_released
     Column("end_reason", String(32)),
     # A client-chosen id making acquire idempotent (retries get the same lease).
     Column("request_id", String(200)),
+    # The expiry sweep reads only active leases that can expire, in deadline order.
+    Index(
+        "ix_leases_expires_at",
+        "expires_at",
+        sqlite_where=text("ended_at IS NULL AND expires_at IS NOT NULL"),
+        postgresql_where=text("ended_at IS NULL AND expires_at IS NOT NULL"),
+    ),
     Index(
         "uq_leases_request_id",
         "request_id",

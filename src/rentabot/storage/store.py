@@ -18,6 +18,11 @@ _RESOURCE_COLUMNS = (
 )
 _VISIBLE = "(r.retired_at IS NULL OR r.lease_id IS NOT NULL)"
 _CLAIMABLE = "r.lease_id IS NULL AND r.retired_at IS NULL AND NOT r.maintenance"
+_STATES = {
+    "available": "r.lease_id IS NULL AND NOT r.maintenance",
+    "locked": "r.lease_id IS NOT NULL",
+    "maintenance": "r.lease_id IS NULL AND r.maintenance",
+}
 
 
 def _properties(text: str | None) -> Mapping[str, str]:
@@ -39,6 +44,24 @@ def _resource(row: Sequence[Any]) -> Resource:
         lock_token=row[7],
         fence=row[8],
     )
+
+
+_LEASE_COLUMNS = "id, token, owner, description, acquired_at, expires_at, ttl, ended_at, end_reason"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """A lease row."""
+
+    id: int
+    token: str
+    owner: str | None
+    description: str | None
+    acquired_at: float
+    expires_at: float | None
+    ttl: float | None
+    ended_at: float | None
+    end_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +132,28 @@ class Store:
         ).fetchall()
         return [_resource(row) for row in rows]
 
+    def resources_page(
+        self, tags: Sequence[str], state: str | None, offset: int, limit: int
+    ) -> tuple[list[Resource], int]:
+        """Visible resources carrying every tag, in a state, paged; and how many match."""
+        where = [_VISIBLE]
+        params: list[Any] = []
+        for tag in tags:
+            where.append(
+                "EXISTS (SELECT 1 FROM resource_tags o WHERE o.resource_id = r.id AND o.tag = ?)"
+            )
+            params.append(tag)
+        if state is not None:
+            where.append(_STATES[state])
+        condition = " AND ".join(where)
+        total = self._run(f"SELECT COUNT(*) FROM resources r WHERE {condition}", params).fetchone()
+        rows = self._run(
+            f"SELECT {_RESOURCE_COLUMNS} FROM resources r LEFT JOIN leases l ON l.id = r.lease_id"
+            f" WHERE {condition} ORDER BY r.id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        return [_resource(row) for row in rows], int(total[0])
+
     def _tag_match(self, tags: Sequence[str]) -> tuple[str, list[Any]]:
         """FROM/WHERE clause matching resources that carry every tag (an index lookup each)."""
         first, *others = tags
@@ -120,20 +165,41 @@ class Store:
             )
         return clause, [first, *others]
 
-    def first_claimable_with_tags(self, tags: Sequence[str]) -> int | None:
-        """The lowest id among free resources carrying every tag."""
-        clause, params = self._tag_match(tags)
-        row = self._run(
-            f"SELECT t.resource_id {clause} AND {_CLAIMABLE} ORDER BY t.resource_id LIMIT 1",
-            params,
-        ).fetchone()
-        return row[0] if row else None
+    def claimable_with_tags(self, tags: Sequence[str], count: int = 1) -> list[int]:
+        """The lowest `count` ids among free resources carrying every tag (none: any)."""
+        if not tags:
+            rows = self._run(
+                f"SELECT r.id FROM resources r WHERE {_CLAIMABLE} ORDER BY r.id LIMIT ?", (count,)
+            ).fetchall()
+        else:
+            clause, params = self._tag_match(tags)
+            rows = self._run(
+                f"SELECT t.resource_id {clause} AND {_CLAIMABLE} ORDER BY t.resource_id LIMIT ?",
+                [*params, count],
+            ).fetchall()
+        return [row[0] for row in rows]
 
-    def any_visible_with_tags(self, tags: Sequence[str]) -> bool:
-        """Whether any visible resource carries every tag."""
-        clause, params = self._tag_match(tags)
-        row = self._run(f"SELECT 1 {clause} AND {_VISIBLE} LIMIT 1", params).fetchone()
-        return row is not None
+    def count_visible_with_tags(self, tags: Sequence[str], limit: int) -> int:
+        """How many visible resources carry every tag (none: any), counting up to `limit`."""
+        if not tags:
+            sql, params = f"SELECT 1 FROM resources r WHERE {_VISIBLE} LIMIT ?", [limit]
+        else:
+            clause, tag_params = self._tag_match(tags)
+            sql, params = f"SELECT 1 {clause} AND {_VISIBLE} LIMIT ?", [*tag_params, limit]
+        return len(self._run(sql, params).fetchall())
+
+    def resource_ids_by_name(self, names: Sequence[str]) -> dict[str, int]:
+        """Ids of the visible resources with these names (absent names are left out)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(names), 500):
+            chunk = list(names[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            for row in self._run(
+                f"SELECT r.name, r.id FROM resources r WHERE r.name IN ({marks}) AND {_VISIBLE}",
+                chunk,
+            ).fetchall():
+                found[row[0]] = row[1]
+        return found
 
     # ------------------------------------------------------------------ leases
 
@@ -145,15 +211,74 @@ class Store:
         owner: str | None = None,
         description: str | None = None,
         expires_at: float | None = None,
+        ttl: float | None = None,
+        request_id: str | None = None,
     ) -> int:
         """Record a new active lease; returns its id."""
         row = self._run(
-            "INSERT INTO leases (token, owner, description, acquired_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (token, owner, description, now, expires_at),
+            "INSERT INTO leases (token, owner, description, acquired_at, expires_at, ttl,"
+            " request_id) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (token, owner, description, now, expires_at, ttl, request_id),
         ).fetchone()
         lease_id: int = row[0]
         return lease_id
+
+    def lease(self, lease_id: int) -> LeaseRow | None:
+        """The lease with this id, active or ended."""
+        row = self._run(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE id = ?", (lease_id,)).fetchone()
+        return LeaseRow(*row) if row else None
+
+    def lease_by_request_id(self, request_id: str) -> LeaseRow | None:
+        """The lease an earlier acquire with this client request id produced."""
+        row = self._run(
+            f"SELECT {_LEASE_COLUMNS} FROM leases WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return LeaseRow(*row) if row else None
+
+    def held_by(self, lease_id: int) -> list[Resource]:
+        """The resources a lease holds now, in id order, each with its fence."""
+        rows = self._run(
+            f"SELECT {_RESOURCE_COLUMNS} FROM resources r JOIN leases l ON l.id = r.lease_id"
+            " WHERE r.lease_id = ? ORDER BY r.id",
+            (lease_id,),
+        ).fetchall()
+        return [_resource(row) for row in rows]
+
+    def extend(self, lease_id: int, now: float, expires_at: float | None) -> bool:
+        """Move an active, unexpired lease's deadline. False when it has ended or expired."""
+        cursor = self._run(
+            "UPDATE leases SET expires_at = ? WHERE id = ? AND ended_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            (expires_at, lease_id, now),
+        )
+        return bool(cursor.rowcount == 1)
+
+    def end_lease(self, lease_id: int, now: float, reason: str) -> list[int]:
+        """End an active lease and free what it holds; returns the freed resource ids.
+
+        Conditional on the lease being active, so two concurrent ends (a release racing the
+        expiry sweep) end it once: the second frees nothing and records nothing.
+        """
+        cursor = self._run(
+            "UPDATE leases SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL",
+            (now, reason, lease_id),
+        )
+        if cursor.rowcount != 1:
+            return []
+        rows = self._run(
+            "UPDATE resources SET lease_id = NULL, updated_at = ? WHERE lease_id = ? RETURNING id",
+            (now, lease_id),
+        ).fetchall()
+        return sorted(row[0] for row in rows)
+
+    def expired_leases(self, now: float, limit: int) -> list[int]:
+        """Active leases whose deadline has passed, oldest deadline first."""
+        rows = self._run(
+            "SELECT id FROM leases WHERE ended_at IS NULL AND expires_at IS NOT NULL"
+            " AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def claim(self, resource_id: int, lease_id: int, now: float) -> Resource | None:
         """Give a free resource to a lease. None when it is not free: this update decides."""
@@ -166,14 +291,14 @@ class Store:
         ).fetchone()
         return _resource(row) if row else None
 
-    def holder(self, resource_id: int) -> tuple[int, str] | None:
-        """(lease id, token) of the lease holding the resource, or None when it is free."""
+    def holder(self, resource_id: int) -> tuple[int, str, float | None] | None:
+        """(lease id, token, deadline) of the lease holding the resource; None when free."""
         row = self._run(
-            "SELECT l.id, l.token FROM resources r JOIN leases l ON l.id = r.lease_id"
-            " WHERE r.id = ?",
+            "SELECT l.id, l.token, l.expires_at FROM resources r JOIN leases l"
+            " ON l.id = r.lease_id WHERE r.id = ?",
             (resource_id,),
         ).fetchone()
-        return (row[0], row[1]) if row else None
+        return (row[0], row[1], row[2]) if row else None
 
     def release(self, resource_id: int, lease_id: int, now: float) -> bool:
         """Free a resource if `lease_id` holds it. This conditional update decides: a lease

@@ -28,10 +28,18 @@ def upgrade() -> None:
         sa.Column("description", sa.Text()),
         sa.Column("acquired_at", sa.Double(), nullable=False),
         sa.Column("expires_at", sa.Double()),
+        sa.Column("ttl", sa.Double()),
         sa.Column("ended_at", sa.Double()),
         sa.Column("end_reason", sa.String(32)),
         sa.Column("request_id", sa.String(200)),
         sa.PrimaryKeyConstraint("id", name="pk_leases"),
+    )
+    op.create_index(
+        "ix_leases_expires_at",
+        "leases",
+        ["expires_at"],
+        sqlite_where=sa.text("ended_at IS NULL AND expires_at IS NOT NULL"),
+        postgresql_where=sa.text("ended_at IS NULL AND expires_at IS NOT NULL"),
     )
     op.create_index(
         "uq_leases_request_id",

@@ -1,0 +1,185 @@
+"""The JSON shapes of the v2 API (what FastAPI validates and documents in OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rentabot.domain.model import Lease, Resource, Want
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused (a typo should not silently mean "no TTL")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Select(Strict):
+    """Which resources: these ids, these names, or `count` resources carrying every tag."""
+
+    ids: list[int] = Field(default_factory=list, max_length=1000, examples=[[4, 5]])
+    names: list[str] = Field(default_factory=list, max_length=1000, examples=[["nrf52-board-1"]])
+    tags: list[str] = Field(default_factory=list, max_length=50, examples=[["nrf52"]])
+    count: int = Field(default=1, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Select:
+        if self.ids and self.names:
+            raise ValueError("select by ids or by names, not both")
+        if (self.ids or self.names) and (self.tags or self.count != 1):
+            raise ValueError("tags and count select among all resources; not with ids or names")
+        return self
+
+    def want(self) -> Want:
+        """The domain's view of this selection."""
+        return Want(
+            resource_ids=tuple(self.ids),
+            names=tuple(self.names),
+            tags=tuple(self.tags),
+            count=len(self.ids or self.names) or self.count,
+        )
+
+
+class LeaseRequest(Strict):
+    """Ask for a lease."""
+
+    select: Select
+    ttl: float | None = Field(
+        default=None, gt=0, description="Lease time in seconds; renew before it runs out."
+    )
+    owner: str | None = Field(default=None, max_length=500, examples=["ci/job/42"])
+    description: str | None = Field(default=None, max_length=2000)
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Your id for this request: retrying with it returns the same lease.",
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "select": {"tags": ["nrf52"], "count": 1},
+                    "ttl": 600,
+                    "owner": "ci/job/42",
+                    "description": "firmware tests",
+                    "request_id": "job-42-attempt-1",
+                }
+            ]
+        },
+    )
+
+
+class RenewRequest(Strict):
+    """Extend a lease: its deadline becomes now + ttl (default: the lease's own TTL)."""
+
+    ttl: float | None = Field(default=None, gt=0)
+
+
+class ResourceOut(BaseModel):
+    """A resource."""
+
+    id: int
+    name: str
+    description: str | None
+    endpoint: str | None
+    tags: list[str]
+    properties: dict[str, str]
+    state: Literal["available", "locked", "maintenance"]
+
+    @classmethod
+    def of(cls, resource: Resource) -> ResourceOut:
+        """The public view of a resource (never its holder's token)."""
+        state: Literal["available", "locked", "maintenance"] = (
+            "locked" if resource.locked else "maintenance" if resource.maintenance else "available"
+        )
+        return cls(
+            id=resource.id,
+            name=resource.name,
+            description=resource.description,
+            endpoint=resource.endpoint,
+            tags=list(resource.tags),
+            properties=dict(resource.properties),
+            state=state,
+        )
+
+
+class HeldResource(BaseModel):
+    """A resource held by a lease, with the fence of this grant."""
+
+    id: int
+    name: str
+    endpoint: str | None
+    properties: dict[str, str]
+    fence: int = Field(description="Strictly increases with every grant of this resource.")
+
+
+class LeaseOut(BaseModel):
+    """A lease, as its holder sees it."""
+
+    id: int
+    token: str = Field(description="Secret: send it as `Authorization: Bearer <token>`.")
+    state: str = Field(examples=["active", "released", "expired"])
+    owner: str | None
+    description: str | None
+    acquired_at: float
+    expires_at: float | None
+    ttl: float | None
+    ended_at: float | None
+    resources: list[HeldResource]
+
+    @classmethod
+    def of(cls, lease: Lease) -> LeaseOut:
+        """The holder's view of a lease."""
+        return cls(
+            id=lease.id,
+            token=lease.token,
+            state=lease.state,
+            owner=lease.owner,
+            description=lease.description,
+            acquired_at=lease.acquired_at,
+            expires_at=lease.expires_at,
+            ttl=lease.ttl,
+            ended_at=lease.ended_at,
+            resources=[
+                HeldResource(
+                    id=r.id,
+                    name=r.name,
+                    endpoint=r.endpoint,
+                    properties=dict(r.properties),
+                    fence=r.fence,
+                )
+                for r in lease.resources
+            ],
+        )
+
+
+class LeaseEnvelope(BaseModel):
+    """`{"lease": …}`."""
+
+    lease: LeaseOut
+
+
+class ResourcePage(BaseModel):
+    """A page of resources."""
+
+    resources: list[ResourceOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class ErrorBody(BaseModel):
+    """What went wrong: a stable machine-readable code and a message for people."""
+
+    code: str = Field(examples=["busy", "not_found", "not_holder", "invalid_request"])
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    """`{"error": {"code", "message"}}`."""
+
+    error: ErrorBody
