@@ -49,13 +49,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     f"the database schema is at {current or 'nothing'}, this rentabot needs"
                     f" {head}: run `rentabot db upgrade` (rentabot serve does it for you)"
                 )
-            policy = LeasePolicy(default_ttl=settings.default_ttl, max_ttl=settings.max_ttl)
+            policy = LeasePolicy(
+                default_ttl=settings.default_ttl,
+                max_ttl=settings.max_ttl,
+                keepalive=settings.queue_keepalive,
+            )
             now = clock or time.time
             leases = LeaseService(database, policy=policy, clock=now)
             app.state.runtime = Runtime(
                 settings=settings,
                 database=database,
-                locks=LockService(database, policy=policy, clock=now),
+                locks=LockService(database, leases),
                 leases=leases,
             )
             sweeper = asyncio.create_task(_sweep_expired_leases(leases), name="expiry sweep")
@@ -85,13 +89,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
 
 async def _sweep_expired_leases(leases: LeaseService) -> None:
-    """End expired leases every SWEEP_INTERVAL_S, so none outlives its TTL by more than that.
+    """End expired leases and stale tickets every SWEEP_INTERVAL_S, and serve the queue.
+
+    No lease outlives its TTL by more than about SWEEP_INTERVAL_S.
 
     Every replica or worker may sweep at once: ending a lease is a conditional update.
     """
     while True:
         try:
-            await leases.expire_due()
+            await leases.sweep()
         except DatabaseUnavailableError as error:
             log.warning("expiry sweep skipped: database unavailable: %s", error)
         except Exception:

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest lease time (s) a lock may ask for; also caps locks that ask for none.",
     )
+    queue_keepalive: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A waiting client that stops polling leaves the queue after this (s).",
+    )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL",
         description=(

@@ -11,6 +11,7 @@ import pytest
 from rentabot.domain.errors import DescriptorError
 from rentabot.domain.model import Selector
 from rentabot.service.bootstrap import prepare_database
+from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
 from rentabot.storage.database import Database
@@ -23,7 +24,7 @@ MakeSettings = Callable[..., Settings]
 def _listing(settings: Settings) -> list[tuple[int, str, str | None, tuple[str, ...]]]:
     database = Database(settings.database_url)
     try:
-        return [(r.id, r.name, r.description, r.tags) for r in LockService(database).resources()]
+        return [(r.id, r.name, r.description, r.tags) for r in LockService(database, LeaseService(database)).resources()]
     finally:
         database.dispose()
 
@@ -76,7 +77,7 @@ async def test_removed_resources_retire_but_a_held_lock_is_never_dropped(
     settings = make_settings({"a": {}, "b": {}, "c": {}})
     prepare_database(settings)
     database = Database(settings.database_url)
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     grant = await service.lock(Selector(name="b"))
 
     report = prepare_database(make_settings({"a": {}}))
@@ -138,5 +139,5 @@ def test_properties_are_stored_and_returned(make_settings: MakeSettings) -> None
     settings = make_settings({"a": {"properties": {"serial": "123", "baud": 115200}}})
     prepare_database(settings)
     database = Database(settings.database_url)
-    assert LockService(database).resource(1).properties == {"serial": "123", "baud": "115200"}
+    assert LockService(database, LeaseService(database)).resource(1).properties == {"serial": "123", "baud": "115200"}
     database.dispose()

@@ -10,6 +10,7 @@ import pytest
 
 from rentabot.domain.errors import AlreadyReleasedError, BusyError, NotFoundError, NotHolderError
 from rentabot.domain.model import Selector
+from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.storage.database import Database
 
@@ -23,7 +24,7 @@ def _rows(database: Database, sql: str) -> list[tuple[object, ...]]:
 
 async def test_lock_then_unlock_by_id(database: Database) -> None:
     """A free resource locks, shows as held with the token, and frees with that token."""
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     grant = await service.lock(Selector(resource_id=2))
     assert grant.resource.id == 2
     assert grant.resource.lock_token == grant.token
@@ -34,7 +35,7 @@ async def test_lock_then_unlock_by_id(database: Database) -> None:
 
 async def test_busy_and_not_found(database: Database) -> None:
     """A held resource is busy; unknown ids, names and tags are not found."""
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     await service.lock(Selector(resource_id=1))
     with pytest.raises(BusyError):
         await service.lock(Selector(resource_id=1))
@@ -50,7 +51,7 @@ async def test_busy_and_not_found(database: Database) -> None:
 
 async def test_lock_by_tags_takes_free_matches_in_id_order(database: Database) -> None:
     """Every tag must match; the lowest free id goes first; then busy."""
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     first = await service.lock(Selector(tags=("nrf52", "ble")))
     second = await service.lock(Selector(tags=("ble",)))
     assert (first.resource.id, second.resource.id) == (4, 5)
@@ -60,7 +61,7 @@ async def test_lock_by_tags_takes_free_matches_in_id_order(database: Database) -
 
 async def test_unlock_errors_change_nothing(database: Database) -> None:
     """Free, wrong token, missing token and unknown id each raise their error; the lock holds."""
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     with pytest.raises(AlreadyReleasedError):
         await service.unlock(3, "whatever")
     grant = await service.lock(Selector(resource_id=3))
@@ -75,7 +76,7 @@ async def test_unlock_errors_change_nothing(database: Database) -> None:
 
 async def test_a_released_token_cannot_free_the_next_holder(database: Database) -> None:
     """After unlock and a new lock, the old token is refused: it never frees the new lease."""
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     old = await service.lock(Selector(resource_id=1))
     await service.unlock(1, old.token)
     new = await service.lock(Selector(resource_id=1))
@@ -86,7 +87,7 @@ async def test_a_released_token_cannot_free_the_next_holder(database: Database) 
 
 async def test_fences_strictly_increase_per_resource(database: Database) -> None:
     """Every grant of a resource carries a larger fence than the one before."""
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     fences = []
     for _ in range(5):
         grant = await service.lock(Selector(resource_id=2))
@@ -99,7 +100,7 @@ async def test_fences_strictly_increase_per_resource(database: Database) -> None
 
 async def test_grants_and_releases_are_audited(database: Database) -> None:
     """Each grant and release appends an event with the lease and, for grants, the fence."""
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     grant = await service.lock(Selector(resource_id=2), owner="ci/job/7")
     await service.unlock(2, grant.token)
     events = _rows(
@@ -119,7 +120,7 @@ async def test_grants_and_releases_are_audited(database: Database) -> None:
 
 async def test_concurrent_locks_of_one_resource_have_one_winner(database: Database) -> None:
     """Fifty locks of the same resource in one group commit: exactly one is granted."""
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     outcomes = await asyncio.gather(
         *(service.lock(Selector(resource_id=1)) for _ in range(50)), return_exceptions=True
     )
@@ -133,7 +134,7 @@ async def test_concurrent_locks_of_one_resource_have_one_winner(database: Databa
 
 async def test_concurrent_double_unlock_frees_once(database: Database) -> None:
     """Two unlocks with one token and a lock between them: one unlock wins, the new lock holds."""
-    service = LockService(database)
+    service = LockService(database, LeaseService(database))
     grant = await service.lock(Selector(resource_id=1))
     outcomes = await asyncio.gather(
         service.unlock(1, grant.token),

@@ -188,11 +188,10 @@ def waiters(draw: st.DrawFn) -> list[Waiter]:
     return result
 
 
-free_resources = st.lists(st.sampled_from(RESOURCE_IDS), unique=True).flatmap(
-    lambda ids: st.tuples(*(st.frozensets(st.sampled_from(TAGS)) for _ in ids)).map(
-        lambda tag_sets: [FreeResource(i, t) for i, t in zip(ids, tag_sets, strict=True)]
-    )
-)
+#: Up to 8 free resources with unique ids, each carrying some of the tags.
+free_resources = st.dictionaries(
+    st.sampled_from(RESOURCE_IDS), st.frozensets(st.sampled_from(TAGS))
+).map(lambda tags_by_id: [FreeResource(i, tags) for i, tags in tags_by_id.items()])
 
 
 @given(waiters(), free_resources, st.data())

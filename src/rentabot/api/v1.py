@@ -18,8 +18,11 @@ from rentabot.api.responses import json_response
 from rentabot.api.runtime import runtime
 from rentabot.domain.errors import InvalidRequestError, NotFoundError, RentabotError
 from rentabot.domain.model import MAX_ID, Grant, Selector, v1_criteria_selector
+from rentabot.service.leases import StillThere
 
 PREFIXES = ("/rentabot/api/v1.0", "/api/v1.0")
+#: Longest `?wait=` a v1 lock accepts: its one HTTP request stays open that long.
+MAX_V1_WAIT_S = 24 * 3600.0
 
 
 def _path_id(request: Request) -> int:
@@ -39,6 +42,27 @@ def _ttl(request: Request) -> float | None:
         return float(text)
     except ValueError:
         raise InvalidRequestError(f"ttl must be a number of seconds, got {text!r}") from None
+
+
+def _wait(request: Request) -> float:
+    """`?wait=SECONDS`: how long to wait in the queue (this one request stays open)."""
+    text = request.query_params.get("wait")
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidRequestError(f"wait must be a number of seconds, got {text!r}") from None
+    if not 0 <= value <= MAX_V1_WAIT_S:
+        raise InvalidRequestError(f"wait must be between 0 and {MAX_V1_WAIT_S:.0f} seconds")
+    return value
+
+
+def _still_there(request: Request) -> StillThere:
+    async def check() -> bool:
+        return not await request.is_disconnected()
+
+    return check
 
 
 def _locked(grant: Grant) -> Response:
@@ -71,13 +95,19 @@ async def get_resource(request: Request) -> Response:
 
 
 async def lock_by_id(request: Request) -> Response:
-    """`POST …/resources/{id}/lock[?ttl=S]`: lock it if free, 403 when held."""
+    """`POST …/resources/{id}/lock[?ttl=S][&wait=S]`: lock it if free (or once it is your
+    turn, waiting up to `wait` seconds), 403 when held."""
     app = runtime(request)
     try:
         if request.path_params["resource_id"] == 0:
             # The original answers a lock of id 0 with a bare 400.
             raise InvalidRequestError("resource ids start at 1")
-        grant = await app.locks.lock(Selector(resource_id=_path_id(request)), ttl=_ttl(request))
+        grant = await app.locks.lock(
+            Selector(resource_id=_path_id(request)),
+            ttl=_ttl(request),
+            wait=_wait(request),
+            still_there=_still_there(request),
+        )
     except RentabotError as error:
         return v1_error(error, None, expose_tokens=app.settings.expose_lock_tokens)
     return _locked(grant)
@@ -96,7 +126,9 @@ async def lock_by_criteria(request: Request) -> Response:
         selector = v1_criteria_selector(ids, names, criteria.tags)
         if selector is None:
             raise InvalidRequestError("give one of the parameters id, rid, name or tag")
-        grant = await app.locks.lock(selector, ttl=_ttl(request))
+        grant = await app.locks.lock(
+            selector, ttl=_ttl(request), wait=_wait(request), still_there=_still_there(request)
+        )
     except RentabotError as error:
         return v1_error(error, criteria, expose_tokens=app.settings.expose_lock_tokens)
     return _locked(grant)

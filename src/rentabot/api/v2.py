@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from rentabot.api.runtime import Runtime, runtime
@@ -17,11 +19,17 @@ from rentabot.api.v2_schemas import (
     LeaseEnvelope,
     LeaseOut,
     LeaseRequest,
+    QueueOut,
     RenewRequest,
     ResourceOut,
     ResourcePage,
+    TicketEnvelope,
+    TicketOut,
 )
 from rentabot.domain.errors import NotHolderError
+from rentabot.domain.model import Lease
+from rentabot.service.leases import Queued, StillThere
+from rentabot.service.leases import Request as LeaseRequestOptions
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
@@ -47,28 +55,101 @@ def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
 TokenDep = Annotated[str, Depends(bearer_token)]
 
 
+def still_there(request: Request) -> StillThere:
+    """Whether the client of `request` is still connected (checked during long-polls)."""
+
+    async def check() -> bool:
+        return not await request.is_disconnected()
+
+    return check
+
+
+def _answer(outcome: Lease | Queued) -> JSONResponse:
+    if isinstance(outcome, Queued):
+        body: BaseModel = TicketEnvelope(
+            ticket=TicketOut.of(outcome.ticket, outcome.position), token=outcome.ticket.token
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=202)
+    return JSONResponse(LeaseEnvelope(lease=LeaseOut.of(outcome)).model_dump(mode="json"), 201)
+
+
 @router.post(
     "/leases",
     status_code=201,
     response_model=LeaseEnvelope,
     responses={
         **ERRORS,
-        409: {"model": ErrorEnvelope, "description": "Everything that matches is held."},
+        202: {"model": TicketEnvelope, "description": "Waiting in the queue: poll the ticket."},
+        409: {"model": ErrorEnvelope, "description": "Held, and not granted in time."},
     },
     tags=["leases"],
-    summary="Acquire a lease on resources, all or nothing",
+    summary="Acquire a lease on resources, all or nothing, waiting in the queue if asked",
 )
-async def acquire(body: LeaseRequest, app: RuntimeDep) -> LeaseEnvelope:
-    """Lease the selected resources now. Retrying with the same `request_id` returns the
-    same lease. 404 when nothing (or not enough) matches, 409 when it is held."""
-    lease = await app.leases.acquire(
+async def acquire(body: LeaseRequest, app: RuntimeDep, request: Request) -> JSONResponse:
+    """Lease the selected resources. With `wait`, wait in the fair queue (priority, then
+    arrival): 201 with the lease, or 202 with a ticket to poll after up to 60 s. Retrying
+    with the same `request_id` answers what the first call got. 404 when nothing (or not
+    enough) matches, 409 when held and not granted in time."""
+    outcome = await app.leases.acquire(
         body.select.want(),
-        ttl=body.ttl,
-        owner=body.owner,
-        description=body.description,
-        request_id=body.request_id,
+        LeaseRequestOptions(
+            ttl=body.ttl,
+            wait=body.wait,
+            priority=body.priority,
+            owner=body.owner,
+            description=body.description,
+            request_id=body.request_id,
+        ),
+        still_there(request),
     )
-    return LeaseEnvelope(lease=LeaseOut.of(lease))
+    return _answer(outcome)
+
+
+@router.get(
+    "/tickets/{ticket_id}",
+    response_model=LeaseEnvelope,
+    responses={
+        **ERRORS,
+        202: {"model": TicketEnvelope, "description": "Still waiting: poll again."},
+        409: {"model": ErrorEnvelope, "description": "Left the queue without a grant."},
+    },
+    tags=["queue"],
+    summary="Poll a waiting request (long-poll)",
+)
+async def poll_ticket(
+    ticket_id: int,
+    token: TokenDep,
+    app: RuntimeDep,
+    request: Request,
+    wait: Annotated[float, Query(ge=0, le=60)] = 30,
+) -> JSONResponse:
+    """Wait up to `wait` seconds for the grant: 200 with the lease once granted, 202 with
+    the ticket (and its place) while waiting, 409 once it left the queue without a grant."""
+    outcome = await app.leases.wait(ticket_id, token, wait, still_there(request))
+    answer = _answer(outcome)
+    if not isinstance(outcome, Queued):
+        answer.status_code = 200
+    return answer
+
+
+@router.delete(
+    "/tickets/{ticket_id}",
+    response_model=TicketEnvelope,
+    responses=ERRORS,
+    tags=["queue"],
+    summary="Leave the queue",
+)
+async def cancel_ticket(ticket_id: int, token: TokenDep, app: RuntimeDep) -> TicketEnvelope:
+    """Cancel a waiting request; what it had reserved goes to the next in line."""
+    ticket = await app.leases.cancel(ticket_id, token)
+    return TicketEnvelope(ticket=TicketOut.of(ticket, None), token=ticket.token)
+
+
+@router.get("/queue", response_model=QueueOut, tags=["queue"], summary="The wait queue")
+async def queue(app: RuntimeDep) -> QueueOut:
+    """Every waiting request in the order it will be served (no tokens)."""
+    waiting = await run_in_threadpool(app.leases.queue)
+    return QueueOut(tickets=[TicketOut.of(ticket, place) for ticket, place in waiting])
 
 
 @router.get(

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rentabot.domain.model import Lease, Resource, Want
+from rentabot.domain.model import Lease, Resource, Ticket, Want
 
 
 class Strict(BaseModel):
@@ -56,6 +56,19 @@ class LeaseRequest(Strict):
         max_length=200,
         description="Your id for this request: retrying with it returns the same lease.",
     )
+    wait: float = Field(
+        default=0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description=(
+            "Seconds you are willing to wait in the queue. This call answers within 60 s at"
+            " most: 201 with the lease, or 202 with a ticket to poll (keep polling, or you"
+            " leave the queue after RENTABOT_QUEUE_KEEPALIVE seconds)."
+        ),
+    )
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, description="Higher is served first; then arrival."
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -67,6 +80,7 @@ class LeaseRequest(Strict):
                     "owner": "ci/job/42",
                     "description": "firmware tests",
                     "request_id": "job-42-attempt-1",
+                    "wait": 1800,
                 }
             ]
         },
@@ -161,6 +175,54 @@ class LeaseEnvelope(BaseModel):
     """`{"lease": …}`."""
 
     lease: LeaseOut
+
+
+class TicketOut(BaseModel):
+    """A lock request in (or out of) the queue. Never shows its token."""
+
+    id: int
+    state: str = Field(examples=["waiting", "granted", "timed_out", "abandoned", "cancelled"])
+    position: int | None = Field(description="1 is next; null once out of the queue.")
+    priority: int
+    owner: str | None
+    description: str | None
+    count: int
+    resource_ids: list[int] | None
+    tags: list[str]
+    created_at: float
+    wait_until: float
+    lease_id: int | None
+
+    @classmethod
+    def of(cls, ticket: Ticket, position: int | None) -> TicketOut:
+        """The public view of a ticket."""
+        return cls(
+            id=ticket.id,
+            state=ticket.state,
+            position=position if ticket.state == "waiting" else None,
+            priority=ticket.priority,
+            owner=ticket.owner,
+            description=ticket.description,
+            count=ticket.count,
+            resource_ids=list(ticket.resource_ids) if ticket.resource_ids is not None else None,
+            tags=list(ticket.tags),
+            created_at=ticket.created_at,
+            wait_until=ticket.wait_until,
+            lease_id=ticket.lease_id,
+        )
+
+
+class TicketEnvelope(BaseModel):
+    """A request still waiting: poll `GET /api/v2/tickets/{id}` with this token."""
+
+    ticket: TicketOut
+    token: str = Field(description="Secret: the lease will carry it too.")
+
+
+class QueueOut(BaseModel):
+    """The waiting tickets, in the order they will be served."""
+
+    tickets: list[TicketOut]
 
 
 class ResourcePage(BaseModel):

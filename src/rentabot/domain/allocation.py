@@ -77,26 +77,26 @@ class _Pool:
     """The free resources not yet granted or reserved in this call, indexed by tag."""
 
     def __init__(self, free: Iterable[FreeResource]) -> None:
-        self.tags: dict[int, frozenset[str]] = {}
+        self.available: dict[int, frozenset[str]] = {}
         # An index, because the inventory may hold tens of thousands of resources.
         self.by_tag: defaultdict[str, set[int]] = defaultdict(set)
         for resource in free:
-            if resource.id in self.tags:
+            if resource.id in self.available:
                 raise ValueError(f"free resource {resource.id} is listed twice")
-            self.tags[resource.id] = resource.tags
+            self.available[resource.id] = resource.tags
             for tag in resource.tags:
                 self.by_tag[tag].add(resource.id)
 
     def matching(self, waiter: Waiter) -> set[int]:
         if waiter.resource_ids is not None:
-            return set(waiter.resource_ids & self.tags.keys())
+            return set(waiter.resource_ids & self.available.keys())
         if not waiter.tags:
-            return set(self.tags)
+            return set(self.available)
         return set.intersection(*(self.by_tag.get(tag, set()) for tag in waiter.tags))
 
     def remove(self, ids: Iterable[int]) -> None:
         for resource_id in ids:
-            for tag in self.tags.pop(resource_id):
+            for tag in self.available.pop(resource_id):
                 self.by_tag[tag].discard(resource_id)
 
 
@@ -121,8 +121,8 @@ def allocate(
     pool = _Pool(free)
     granted: list[tuple[Waiter, tuple[int, ...]]] = []
     for waiter in queue_order(waiters):
-        if not pool.tags:
-            break
+        if not pool.available:
+            break  # nothing left to grant or reserve
         matching = pool.matching(waiter)
         if len(matching) >= waiter.count:
             chosen = tuple(heapq.nsmallest(waiter.count, matching))

@@ -65,6 +65,18 @@ class BusyError(RentabotError):
         self.selector = selector
 
 
+class NotGrantedError(BusyError):
+    """A waiting request left the queue without a grant: its wait ran out, its client stopped
+    polling, or it was cancelled."""
+
+    code = "not_granted"
+
+    def __init__(self, selector: Selector | Want, reason: str) -> None:
+        super().__init__(selector)
+        self.message = f"Not granted: the request {reason.replace('_', ' ')}"
+        self.reason = reason
+
+
 class NotHolderError(RentabotError):
     """The token presented does not hold the resource (or the lease)."""
 

@@ -135,6 +135,39 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class Ticket:
+    """A lock request in the wait queue, or one that was: `state` says which.
+
+    States: `waiting`, then `granted` (see `lease_id`), `timed_out` (its wait ran out),
+    `abandoned` (its client stopped polling), or `cancelled`.
+    """
+
+    id: int
+    token: str
+    request_id: str | None
+    owner: str | None
+    description: str | None
+    priority: int
+    count: int
+    resource_ids: tuple[int, ...] | None
+    tags: tuple[str, ...]
+    ttl: float | None
+    created_at: float
+    wait_until: float
+    last_seen_at: float
+    state: str
+    ended_at: float | None
+    lease_id: int | None
+
+    @property
+    def want(self) -> Want:
+        """What it asks for."""
+        if self.resource_ids is not None:
+            return Want(resource_ids=self.resource_ids, count=len(self.resource_ids))
+        return Want(tags=self.tags, count=self.count)
+
+
+@dataclass(frozen=True, slots=True)
 class Grant:
     """A lock just granted: the secret token and the resource it holds."""
 

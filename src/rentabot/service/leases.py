@@ -1,35 +1,54 @@
-"""Leases: acquire resources (by ids, names, or tags and a count), renew, release, expire.
+"""Leases and the wait queue: acquire (now, or by waiting your turn), renew, release, expire.
 
-Every change is one operation in the database's group commit (see storage/database.py); the
-conditional updates in the store decide every claim, so no Python check can grant twice.
+Every change is one operation in the database's group commit (see storage/database.py). The
+conditional updates in the store decide every claim, and every operation that may free or
+request resources serves the queue before it commits (service/queue.py), so freed resources
+go to the oldest matching waiter at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-from rentabot.domain.allocation import TtlError, is_expired, lease_expiry
+from rentabot.domain.allocation import TtlError, is_expired, lease_expiry, positions
 from rentabot.domain.errors import (
     BusyError,
     InvalidRequestError,
     LeaseEndedError,
     LeaseNotFoundError,
     NotFoundError,
+    NotGrantedError,
     NotHolderError,
 )
-from rentabot.domain.model import Lease, Resource, Selector, Want, is_plausible_text
+from rentabot.domain.model import Lease, Resource, Selector, Ticket, Want, is_plausible_text
+from rentabot.service.queue import (
+    NEWCOMER,
+    QUEUE_SCAN,
+    Need,
+    Wakeups,
+    plan,
+    ticket_waiter,
+)
 from rentabot.storage.database import Database
 from rentabot.storage.store import LeaseRow, Store
 
 Clock = Callable[[], float]
+#: Answers whether the client is still connected (the HTTP layer's disconnect check).
+StillThere = Callable[[], Awaitable[bool]]
 
 #: Leases the expiry sweep ends per group commit (more wait for the next tick).
 SWEEP_BATCH = 500
+#: Longest single wait in one call: a long-poll answers by then, and the client polls again.
+LONG_POLL_S = 60.0
+#: How often a long-poll re-reads its ticket, in case another process granted it.
+POLL_INTERVAL_S = 0.25
 
 
 def new_token() -> str:
@@ -39,10 +58,12 @@ def new_token() -> str:
 
 @dataclass(frozen=True, slots=True)
 class LeasePolicy:
-    """The operator's rules for lease times (RENTABOT_DEFAULT_TTL, RENTABOT_MAX_TTL)."""
+    """The operator's rules for lease times and waiting."""
 
     default_ttl: float | None = None
     max_ttl: float | None = None
+    #: A waiting client that has not polled for this long leaves the queue.
+    keepalive: float = 10.0
 
     def expiry(self, now: float, ttl: float | None) -> float | None:
         """The deadline of a lease granted or renewed now. Raises InvalidRequestError."""
@@ -50,6 +71,37 @@ class LeasePolicy:
             return lease_expiry(now, ttl, default_ttl=self.default_ttl, max_ttl=self.max_ttl)
         except TtlError as error:
             raise InvalidRequestError(str(error)) from None
+
+    def queued_expiry(self, now: float, ttl: float | None) -> float | None:
+        """The deadline of a queued request granted now. Its TTL was checked when it queued;
+        if the operator has lowered the maximum since, the default applies instead."""
+        try:
+            return self.expiry(now, ttl)
+        except InvalidRequestError:
+            return self.expiry(now, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A request waiting its turn: the ticket (with the token to poll with) and its place."""
+
+    ticket: Ticket
+    position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A lock request as the service receives it, its need still to be resolved."""
+
+    ttl: float | None = None
+    wait: float = 0.0
+    priority: int = 0
+    owner: str | None = None
+    description: str | None = None
+    request_id: str | None = None
+
+
+Resolver = Callable[[Store], tuple[Need, Selector | Want]]
 
 
 def grant(
@@ -113,8 +165,41 @@ def _lease(row: LeaseRow, resources: Sequence[Resource]) -> Lease:
     )
 
 
+def want_resolver(want: Want) -> Resolver:
+    """Resolve a v2 selection: names to ids, and check that enough resources exist."""
+
+    def resolve(store: Store) -> tuple[Need, Selector | Want]:
+        if want.names:
+            if not all(is_plausible_text(name) for name in want.names):
+                raise NotFoundError(want, "No resource has that name")
+            found = store.resource_ids_by_name(want.names)
+            missing = [name for name in want.names if name not in found]
+            if missing:
+                raise NotFoundError(want, f"No resource named {', '.join(missing)}")
+            ids = tuple(sorted(set(found.values())))
+            return Need(ids, (), len(ids)), want
+        if want.resource_ids:
+            missing_ids = [i for i in want.resource_ids if store.resource(i) is None]
+            if missing_ids:
+                raise NotFoundError(want, f"No resource with id {missing_ids[0]}")
+            ids = tuple(sorted(set(want.resource_ids)))
+            return Need(ids, (), len(ids)), want
+        if not all(is_plausible_text(tag) for tag in want.tags):
+            raise NotFoundError(want, "No resource carries those tags")
+        existing = store.count_visible_with_tags(want.tags, want.count)
+        if existing < want.count:
+            raise NotFoundError(
+                want,
+                f"Only {existing} resource(s) carry the tags {list(want.tags)},"
+                f" {want.count} asked for",
+            )
+        return Need(None, tuple(sorted(set(want.tags))), want.count), want
+
+    return resolve
+
+
 class LeaseService:
-    """Acquire, renew, release and expire leases."""
+    """Acquire, wait for, renew, release and expire leases."""
 
     def __init__(
         self,
@@ -128,33 +213,96 @@ class LeaseService:
         self.policy = policy or LeasePolicy()
         self._clock = clock
         self._new_token = token_factory
+        self.wakeups = Wakeups()
+
+    # ------------------------------------------------------------------ public use cases
+
+    def now(self) -> float:
+        """The service's clock (injected in tests)."""
+        return self._clock()
 
     async def acquire(
         self,
         want: Want,
-        *,
-        ttl: float | None = None,
-        owner: str | None = None,
-        description: str | None = None,
-        request_id: str | None = None,
-    ) -> Lease:
-        """Lease what `want` asks for now, all or nothing, without waiting.
+        request: Request,
+        still_there: StillThere | None = None,
+    ) -> Lease | Queued:
+        """Lease what `want` asks for, all or nothing, waiting up to `request.wait` seconds
+        (at most LONG_POLL_S in this call: then the ticket comes back to poll with).
 
-        Raises NotFoundError (nothing, or not enough, matches), BusyError (it exists but is
-        held), InvalidRequestError (a TTL the policy refuses). With a `request_id` that an
-        earlier acquire already used, returns that lease instead of taking a second one.
+        Raises NotFoundError (nothing, or not enough, matches), BusyError (held, and no wait
+        asked), NotGrantedError (the wait ran out), InvalidRequestError (a refused TTL). With
+        a `request_id` an earlier call used, answers what that call got instead.
         """
-        return await self._database.write(
-            partial(self._acquire, want, ttl, owner, description, request_id)
-        )
+        return await self.acquire_resolved(want_resolver(want), request, still_there)
+
+    async def acquire_resolved(
+        self, resolve: Resolver, request: Request, still_there: StillThere | None = None
+    ) -> Lease | Queued:
+        """`acquire` with a resolver of the caller's (the v1 API resolves its own way)."""
+        started = time.monotonic()
+        outcome, woken = await self._database.write(partial(self._acquire, resolve, request))
+        self.wakeups.wake(woken)
+        if isinstance(outcome, Queued) and outcome.ticket.state == "waiting":
+            remaining = request.wait - (time.monotonic() - started)
+            return await self.wait(outcome.ticket.id, outcome.ticket.token, remaining, still_there)
+        return outcome
+
+    async def wait(
+        self,
+        ticket_id: int,
+        token: str,
+        wait: float,
+        still_there: StillThere | None = None,
+    ) -> Lease | Queued:
+        """Poll a ticket: the lease once granted, else the ticket after up to `wait` seconds
+        (at most LONG_POLL_S). Raises NotGrantedError once it has left the queue without one.
+        """
+        wait = max(0.0, min(wait, LONG_POLL_S))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        event = self.wakeups.watch(ticket_id)
+        try:
+            await self._database.write(partial(self._touch, ticket_id, token, self._clock() + wait))
+            while True:
+                event.clear()
+                outcome = self._status(ticket_id, token)
+                remaining = deadline - loop.time()
+                if not isinstance(outcome, Queued) or remaining <= 0:
+                    return outcome
+                if still_there is not None and not await still_there():
+                    # The client hung up: its keep-alive starts now.
+                    await self._database.write(
+                        partial(self._touch, ticket_id, token, self._clock())
+                    )
+                    return outcome
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, POLL_INTERVAL_S))
+        finally:
+            self.wakeups.forget(ticket_id, event)
+
+    async def cancel(self, ticket_id: int, token: str) -> Ticket:
+        """Leave the queue. What the ticket reserved goes to the next in line."""
+        ticket, woken = await self._database.write(partial(self._cancel, ticket_id, token))
+        self.wakeups.wake(woken)
+        return ticket
+
+    def queue(self) -> list[tuple[Ticket, int]]:
+        """The waiting tickets with their places, in queue order."""
+        with self._database.reader() as store:
+            tickets = store.waiting_tickets(QUEUE_SCAN)
+        places = positions(ticket_waiter(ticket) for ticket in tickets)
+        return [(ticket, places[ticket.id]) for ticket in tickets]
 
     async def renew(self, lease_id: int, token: str, ttl: float | None = None) -> Lease:
         """Push the lease's deadline to now + ttl (default: the lease's own TTL)."""
         return await self._database.write(partial(self._renew, lease_id, token, ttl))
 
     async def release(self, lease_id: int, token: str) -> Lease:
-        """End the lease and free everything it holds."""
-        return await self._database.write(partial(self._release, lease_id, token))
+        """End the lease and free everything it holds (to the queue first)."""
+        lease, woken = await self._database.write(partial(self._release, lease_id, token))
+        self.wakeups.wake(woken)
+        return lease
 
     def get(self, lease_id: int, token: str) -> Lease:
         """The lease, to its holder (NotHolderError otherwise); an ended lease holds nothing."""
@@ -162,74 +310,176 @@ class LeaseService:
             row = self._row(store, lease_id, token)
             return _lease(row, store.held_by(lease_id) if row.ended_at is None else ())
 
-    async def expire_due(self) -> int:
-        """End every lease whose deadline has passed (one sweep); returns how many ended."""
-        return await self._database.write(self._expire_due)
+    async def sweep(self) -> int:
+        """End expired leases and stale tickets, and serve the queue; returns leases ended."""
+        ended, woken = await self._database.write(self._sweep)
+        self.wakeups.wake(woken)
+        return ended
+
+    async def serve_queue(self, change: Callable[[Store], object]) -> None:
+        """Run a change (an unlock, a force-release…) and serve the queue in its transaction."""
+
+        def operation(store: Store) -> list[int]:
+            change(store)
+            return self.serve(store, self._clock())
+
+        self.wakeups.wake(await self._database.write(operation))
 
     # ------------------------------------------------------------------ operations
 
-    def _acquire(
-        self,
-        want: Want,
-        ttl: float | None,
-        owner: str | None,
-        description: str | None,
-        request_id: str | None,
-        store: Store,
-    ) -> Lease:
-        if request_id is not None:
-            earlier = store.lease_by_request_id(request_id)
-            if earlier is not None:
-                held = store.held_by(earlier.id) if earlier.ended_at is None else ()
-                return _lease(earlier, held)
-        now = self._clock()
-        expires_at = self.policy.expiry(now, ttl)
-        resource_ids = self._choose(store, want)
-        token = self._new_token()
-        lease_id, resources = grant(
+    def serve(self, store: Store, now: float) -> list[int]:
+        """Grant waiting tickets what is free now, in fair order; returns their ids."""
+        tickets = store.waiting_tickets(QUEUE_SCAN)
+        if not tickets:
+            return []
+        chosen = plan(store, tickets)
+        for ticket in tickets:
+            if ticket.id in chosen:
+                self._grant_ticket(store, ticket, chosen[ticket.id], now)
+        return sorted(chosen)
+
+    def _grant_ticket(
+        self, store: Store, ticket: Ticket, resource_ids: Sequence[int], now: float
+    ) -> int:
+        lease_id, _ = grant(
             store,
             resource_ids,
-            want,
+            ticket.want,
             now=now,
-            token=token,
-            expires_at=expires_at,
-            ttl=ttl if ttl is not None else self.policy.default_ttl,
-            owner=owner,
-            description=description,
-            request_id=request_id,
+            token=ticket.token,
+            expires_at=self.policy.queued_expiry(now, ticket.ttl),
+            ttl=ticket.ttl if ticket.ttl is not None else self.policy.default_ttl,
+            owner=ticket.owner,
+            description=ticket.description,
+            request_id=ticket.request_id,
         )
-        row = LeaseRow(lease_id, token, owner, description, now, expires_at, ttl, None, None)
-        return _lease(row, resources)
+        store.end_ticket(ticket.id, now, "granted", lease_id)
+        return lease_id
+
+    def _acquire(
+        self, resolve: Resolver, request: Request, store: Store
+    ) -> tuple[Lease | Queued, list[int]]:
+        if request.request_id is not None:
+            earlier = self._earlier(store, request.request_id)
+            if earlier is not None:
+                return earlier, []
+        now = self._clock()
+        expires_at = self.policy.expiry(now, request.ttl)
+        need, selector = resolve(store)
+        tickets = store.waiting_tickets(QUEUE_SCAN)
+        me = need.waiter(NEWCOMER, request.priority, now)
+        if tickets:
+            chosen = plan(store, tickets, me)
+        else:
+            mine = self._free_now(store, need)
+            chosen = {NEWCOMER: mine} if mine is not None else {}
+        woken = [ticket.id for ticket in tickets if ticket.id in chosen]
+        for ticket in tickets:
+            if ticket.id in chosen:
+                self._grant_ticket(store, ticket, chosen[ticket.id], now)
+        token = self._new_token()
+        if NEWCOMER in chosen:
+            ttl = request.ttl if request.ttl is not None else self.policy.default_ttl
+            lease_id, resources = grant(
+                store,
+                chosen[NEWCOMER],
+                selector,
+                now=now,
+                token=token,
+                expires_at=expires_at,
+                ttl=ttl,
+                owner=request.owner,
+                description=request.description,
+                request_id=request.request_id,
+            )
+            row = LeaseRow(
+                lease_id,
+                token,
+                request.owner,
+                request.description,
+                now,
+                expires_at,
+                ttl,
+                None,
+                None,
+            )
+            return _lease(row, resources), woken
+        if request.wait <= 0:
+            raise BusyError(selector)
+        ticket = Ticket(
+            id=0,
+            token=token,
+            request_id=request.request_id,
+            owner=request.owner,
+            description=request.description,
+            priority=request.priority,
+            count=need.count,
+            resource_ids=need.resource_ids,
+            tags=need.tags,
+            ttl=request.ttl,
+            created_at=now,
+            wait_until=now + request.wait,
+            last_seen_at=now + min(request.wait, LONG_POLL_S),
+            state="waiting",
+            ended_at=None,
+            lease_id=None,
+        )
+        ticket = replace(ticket, id=store.insert_ticket(ticket))
+        places = positions([*(ticket_waiter(t) for t in tickets), ticket_waiter(ticket)])
+        return Queued(ticket, places[ticket.id]), woken
 
     @staticmethod
-    def _choose(store: Store, want: Want) -> list[int]:
-        """The ids to claim. Raises NotFoundError / BusyError when the want cannot be met."""
-        if want.names:
-            if not all(is_plausible_text(name) for name in want.names):
-                raise NotFoundError(want, "No resource has that name")
-            found = store.resource_ids_by_name(want.names)
-            missing = [name for name in want.names if name not in found]
-            if missing:
-                raise NotFoundError(want, f"No resource named {', '.join(missing)}")
-            return sorted(set(found.values()))
-        if want.resource_ids:
-            missing_ids = [i for i in want.resource_ids if store.resource(i) is None]
-            if missing_ids:
-                raise NotFoundError(want, f"No resource with id {missing_ids[0]}")
-            return sorted(set(want.resource_ids))
-        if not all(is_plausible_text(tag) for tag in want.tags):
-            raise NotFoundError(want, "No resource carries those tags")
-        chosen = store.claimable_with_tags(want.tags, want.count)
-        if len(chosen) == want.count:
-            return chosen
-        existing = store.count_visible_with_tags(want.tags, want.count)
-        if existing < want.count:
-            raise NotFoundError(
-                want,
-                f"Only {existing} resource(s) carry the tags {list(want.tags)},"
-                f" {want.count} asked for",
-            )
-        raise BusyError(want)
+    def _free_now(store: Store, need: Need) -> tuple[int, ...] | None:
+        """With nobody waiting: the resources to grant now, or None when not all are free."""
+        if need.resource_ids is not None:
+            free = store.claimable(need.resource_ids)
+            return tuple(free) if len(free) == len(need.resource_ids) else None
+        candidates = store.claimable_with_tags(need.tags, need.count)
+        return tuple(candidates) if len(candidates) == need.count else None
+
+    def _earlier(self, store: Store, request_id: str) -> Lease | Queued | None:
+        """What an earlier call with this client request id got (None: there was none)."""
+        ticket = store.ticket_by_request_id(request_id)
+        if ticket is not None:
+            return self._ticket_outcome(store, ticket)
+        row = store.lease_by_request_id(request_id)
+        if row is None:
+            return None
+        return _lease(row, store.held_by(row.id) if row.ended_at is None else ())
+
+    def _ticket_outcome(self, store: Store, ticket: Ticket) -> Lease | Queued:
+        if ticket.state == "granted" and ticket.lease_id is not None:
+            row = store.lease(ticket.lease_id)
+            assert row is not None
+            return _lease(row, store.held_by(row.id) if row.ended_at is None else ())
+        if ticket.state == "waiting":
+            tickets = store.waiting_tickets(QUEUE_SCAN)
+            places = positions(ticket_waiter(t) for t in tickets)
+            return Queued(ticket, places.get(ticket.id))
+        raise NotGrantedError(ticket.want, ticket.state)
+
+    def _ticket(self, store: Store, ticket_id: int, token: str) -> Ticket:
+        ticket = store.ticket(ticket_id)
+        if ticket is None:
+            raise NotFoundError(None, f"No ticket {ticket_id}")
+        if not hmac.compare_digest(ticket.token.encode(), token.encode()):
+            raise NotHolderError(None, token, f"That token is not ticket {ticket_id}'s")
+        return ticket
+
+    def _status(self, ticket_id: int, token: str) -> Lease | Queued:
+        with self._database.reader() as store:
+            return self._ticket_outcome(store, self._ticket(store, ticket_id, token))
+
+    def _touch(self, ticket_id: int, token: str, seen_until: float, store: Store) -> None:
+        self._ticket(store, ticket_id, token)
+        store.touch_ticket(ticket_id, seen_until)
+
+    def _cancel(self, ticket_id: int, token: str, store: Store) -> tuple[Ticket, list[int]]:
+        ticket = self._ticket(store, ticket_id, token)
+        now = self._clock()
+        if not store.end_ticket(ticket_id, now, "cancelled"):
+            return ticket, []
+        return replace(ticket, state="cancelled", ended_at=now), self.serve(store, now)
 
     def _row(self, store: Store, lease_id: int, token: str) -> LeaseRow:
         """The lease if `token` is its token; raises LeaseNotFoundError / NotHolderError."""
@@ -259,20 +509,24 @@ class LeaseService:
         )
         return _lease(replace(row, expires_at=expires_at), store.held_by(lease_id))
 
-    def _release(self, lease_id: int, token: str, store: Store) -> Lease:
+    def _release(self, lease_id: int, token: str, store: Store) -> tuple[Lease, list[int]]:
         now = self._clock()
         row = self._active_row(store, lease_id, token, now)
-        freed = store.end_lease(lease_id, now, "released")
-        for resource_id in freed:
+        for resource_id in store.end_lease(lease_id, now, "released"):
             store.add_event(now, "released", resource_id=resource_id, lease_id=lease_id)
-        return _lease(replace(row, ended_at=now, end_reason="released"), ())
+        ended = _lease(replace(row, ended_at=now, end_reason="released"), ())
+        return ended, self.serve(store, now)
 
-    def _expire_due(self, store: Store) -> int:
+    def _sweep(self, store: Store) -> tuple[int, list[int]]:
         now = self._clock()
         ended = 0
         for lease_id in store.expired_leases(now, SWEEP_BATCH):
-            freed = store.end_lease(lease_id, now, "expired")
             ended += 1
-            for resource_id in freed:
+            for resource_id in store.end_lease(lease_id, now, "expired"):
                 store.add_event(now, "expired", resource_id=resource_id, lease_id=lease_id)
-        return ended
+        left = []
+        for ticket_id, reason in store.stale_tickets(now, self.policy.keepalive):
+            if store.end_ticket(ticket_id, now, reason):
+                store.add_event(now, f"ticket_{reason}", detail={"ticket": ticket_id})
+                left.append(ticket_id)
+        return ended, left + self.serve(store, now)

@@ -1,35 +1,37 @@
-"""Locking and unlocking resources: the use cases behind the v1 API and the page."""
+"""The original rent-a-bot use cases: lock one resource by id, name or tags; unlock it.
+
+They are leases like any other (service/leases.py), resolved the original's way and
+answering the original's errors; unlocking serves the wait queue in the same transaction.
+"""
 
 from __future__ import annotations
 
 import hmac
-import time
-from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 
 from rentabot.domain.allocation import is_expired
-from rentabot.domain.errors import AlreadyReleasedError, BusyError, NotFoundError, NotHolderError
-from rentabot.domain.model import Grant, Resource, Selector, is_plausible_text
-from rentabot.service.leases import Clock, LeasePolicy, grant, new_token
+from rentabot.domain.errors import (
+    AlreadyReleasedError,
+    BusyError,
+    NotFoundError,
+    NotGrantedError,
+    NotHolderError,
+    RentabotError,
+)
+from rentabot.domain.model import Grant, Lease, Resource, Selector, Want, is_plausible_text
+from rentabot.service.leases import LeaseService, Queued, Request, StillThere
+from rentabot.service.queue import Need
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
 
 
 class LockService:
-    """Lock, unlock and look at resources. Every change is one transaction (or savepoint)."""
+    """Lock, unlock and look at resources, as the v1 API and the page need."""
 
-    def __init__(
-        self,
-        database: Database,
-        *,
-        policy: LeasePolicy | None = None,
-        clock: Clock = time.time,
-        token_factory: Callable[[], str] = new_token,
-    ) -> None:
+    def __init__(self, database: Database, leases: LeaseService) -> None:
         self._database = database
-        self._policy = policy or LeasePolicy()
-        self._clock = clock
-        self._new_token = token_factory
+        self._leases = leases
 
     def resources(self) -> list[Resource]:
         """Every resource in id order, with its lock state."""
@@ -57,51 +59,73 @@ class LockService:
         selector: Selector,
         *,
         ttl: float | None = None,
+        wait: float = 0.0,
         owner: str | None = None,
         description: str | None = None,
+        still_there: StillThere | None = None,
     ) -> Grant:
-        """Lock the first free resource the selector matches, without waiting.
+        """Lock the first free resource the selector matches (lowest id first).
 
-        Raises NotFoundError when nothing matches, BusyError when every match is held, and
-        InvalidRequestError for a TTL the policy refuses. Answered once committed. Without a
-        `ttl`, the policy's default applies (none: held until unlocked, as in the original).
+        Without `wait`, a held resource answers BusyError at once; with it, the request
+        waits its turn in the queue for up to `wait` seconds (BusyError when it runs out).
+        Raises NotFoundError when nothing matches, InvalidRequestError for a refused TTL.
+        Without a `ttl`, the policy's default applies (none: held until unlocked).
         """
-        return await self._database.write(partial(self._lock, selector, ttl, owner, description))
+        try:
+            outcome = await self._leases.acquire_resolved(
+                partial(self._need, selector),
+                Request(ttl=ttl, wait=wait, owner=owner, description=description),
+                still_there,
+            )
+            # One call waits up to LONG_POLL_S; the original's one request waits it all.
+            while isinstance(outcome, Queued):
+                remaining = outcome.ticket.wait_until - self._leases.now()
+                if remaining <= 0 or (still_there is not None and not await still_there()):
+                    break
+                outcome = await self._leases.wait(
+                    outcome.ticket.id, outcome.ticket.token, remaining, still_there
+                )
+        except NotGrantedError:
+            raise BusyError(selector) from None
+        if isinstance(outcome, Queued):
+            with suppress(RentabotError):
+                await self._leases.cancel(outcome.ticket.id, outcome.ticket.token)
+            raise BusyError(selector)
+        return _grant(outcome)
 
     async def unlock(self, resource_id: int, token: str | None) -> None:
         """Release a resource held with `token`; answered once committed.
 
         Raises NotFoundError, AlreadyReleasedError (it is free) or NotHolderError (the token
-        does not hold it: wrong, missing, or of a lock that has since been released).
+        does not hold it: wrong, missing, expired, or of a lock released since).
         """
-        await self._database.write(partial(self._unlock, resource_id, token))
+        await self._leases.serve_queue(partial(self._unlock, resource_id, token))
 
-    def _lock(
-        self,
-        selector: Selector,
-        ttl: float | None,
-        owner: str | None,
-        description: str | None,
-        store: Store,
-    ) -> Grant:
-        now = self._clock()
-        expires_at = self._policy.expiry(now, ttl)
-        token = self._new_token()
-        lease_id, (resource,) = grant(
-            store,
-            [self._candidate(store, selector)],
-            selector,
-            now=now,
-            token=token,
-            expires_at=expires_at,
-            ttl=ttl if ttl is not None else self._policy.default_ttl,
-            owner=owner,
-            description=description,
-        )
-        return Grant(token, lease_id, resource.fence, resource)
+    @staticmethod
+    def _need(selector: Selector, store: Store) -> tuple[Need, Selector | Want]:
+        """The original's resolution: an id, a name, or tags (every one must match)."""
+        if selector.resource_id is not None:
+            if store.resource(selector.resource_id) is None:
+                raise NotFoundError(selector)
+            return Need((selector.resource_id,), (), 1), selector
+        if selector.name is not None:
+            found = (
+                store.resource_id_by_name(selector.name)
+                if is_plausible_text(selector.name)
+                else None
+            )
+            if found is None:
+                raise NotFoundError(selector)
+            return Need((found,), (), 1), selector
+        if selector.tags:
+            plausible = all(is_plausible_text(tag) for tag in selector.tags)
+            if plausible and store.count_visible_with_tags(selector.tags, 1):
+                return Need(None, tuple(sorted(set(selector.tags))), 1), selector
+            raise NotFoundError(selector, "No resource found matching the tag(s)")
+        raise NotFoundError(selector)
 
     def _unlock(self, resource_id: int, token: str | None, store: Store) -> None:
-        now = self._clock()
+        now = self._leases.now()
         holder = store.holder(resource_id)
         released = (
             holder is not None
@@ -122,26 +146,7 @@ class LockService:
         store.end_lease_if_empty(lease_id, now, "released")
         store.add_event(now, "released", resource_id=resource_id, lease_id=lease_id)
 
-    @staticmethod
-    def _candidate(store: Store, selector: Selector) -> int:
-        """The id to try to claim. Raises NotFoundError / BusyError when there is none."""
-        if selector.resource_id is not None:
-            return selector.resource_id
-        if selector.name is not None:
-            found = (
-                store.resource_id_by_name(selector.name)
-                if is_plausible_text(selector.name)
-                else None
-            )
-            if found is None:
-                raise NotFoundError(selector)
-            return found
-        if selector.tags and all(is_plausible_text(tag) for tag in selector.tags):
-            candidates = store.claimable_with_tags(selector.tags)
-            if candidates:
-                return candidates[0]
-            if store.count_visible_with_tags(selector.tags, 1):
-                raise BusyError(selector)
-        if selector.tags:
-            raise NotFoundError(selector, "No resource found matching the tag(s)")
-        raise NotFoundError(selector)
+
+def _grant(lease: Lease) -> Grant:
+    (resource,) = lease.resources
+    return Grant(lease.token, lease.id, resource.fence, resource)

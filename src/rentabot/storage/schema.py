@@ -109,6 +109,49 @@ resource_tags = Table(
     sqlite_with_rowid=False,
 )
 
+tickets = Table(
+    "tickets",
+    metadata,
+    # A lock request waiting in the queue (or that did: its state says how it ended).
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # The secret the client polls with; the lease it is granted gets the same token.
+    Column("token", String(64), nullable=False),
+    Column("request_id", String(200)),
+    Column("owner", Text),
+    Column("description", Text),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("count", Integer, nullable=False),
+    # JSON list of the explicit resource ids wanted, or NULL to select by tags.
+    Column("resource_ids", Text),
+    # JSON list of the tags every granted resource must carry.
+    Column("tags", Text, nullable=False, server_default=text("'[]'")),
+    Column("ttl", Double),
+    Column("created_at", Double, nullable=False),
+    # The client waits until then at most.
+    Column("wait_until", Double, nullable=False),
+    # When the client was last known to be waiting (a long-poll in progress counts until
+    # its end); past the keep-alive, the ticket leaves the queue.
+    Column("last_seen_at", Double, nullable=False),
+    # waiting, granted, timed_out, abandoned, cancelled
+    Column("state", String(16), nullable=False),
+    Column("ended_at", Double),
+    Column("lease_id", Id, ForeignKey("leases.id")),
+    Index(
+        "ix_tickets_waiting",
+        "priority",
+        "created_at",
+        sqlite_where=text("state = 'waiting'"),
+        postgresql_where=text("state = 'waiting'"),
+    ),
+    Index(
+        "uq_tickets_request_id",
+        "request_id",
+        unique=True,
+        sqlite_where=text("request_id IS NOT NULL"),
+        postgresql_where=text("request_id IS NOT NULL"),
+    ),
+)
+
 events = Table(
     "events",
     metadata,

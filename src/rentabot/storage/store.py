@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rentabot.domain.model import Resource, ResourceSpec
+from rentabot.domain.model import Resource, ResourceSpec, Ticket
 
 _RESOURCE_COLUMNS = (
     "r.id, r.name, r.description, r.endpoint, r.tags_text, r.properties, r.maintenance,"
@@ -47,6 +47,34 @@ def _resource(row: Sequence[Any]) -> Resource:
 
 
 _LEASE_COLUMNS = "id, token, owner, description, acquired_at, expires_at, ttl, ended_at, end_reason"
+
+
+_TICKET_COLUMNS = (
+    "id, token, request_id, owner, description, priority, count, resource_ids, tags, ttl,"
+    " created_at, wait_until, last_seen_at, state, ended_at, lease_id"
+)
+
+
+def _ticket(row: Sequence[Any]) -> Ticket:
+    ids = json.loads(row[7]) if row[7] is not None else None
+    return Ticket(
+        id=row[0],
+        token=row[1],
+        request_id=row[2],
+        owner=row[3],
+        description=row[4],
+        priority=row[5],
+        count=row[6],
+        resource_ids=tuple(ids) if ids is not None else None,
+        tags=tuple(json.loads(row[8])),
+        ttl=row[9],
+        created_at=row[10],
+        wait_until=row[11],
+        last_seen_at=row[12],
+        state=row[13],
+        ended_at=row[14],
+        lease_id=row[15],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +347,119 @@ class Store:
             (now, reason, lease_id, lease_id),
         )
         return bool(cursor.rowcount == 1)
+
+    # ------------------------------------------------------------------ the wait queue
+
+    def insert_ticket(self, ticket: Ticket) -> int:
+        """Queue a lock request (its `id` is ignored); returns the new ticket's id."""
+        row = self._run(
+            "INSERT INTO tickets (token, request_id, owner, description, priority, count,"
+            " resource_ids, tags, ttl, created_at, wait_until, last_seen_at, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                ticket.token,
+                ticket.request_id,
+                ticket.owner,
+                ticket.description,
+                ticket.priority,
+                ticket.count,
+                json.dumps(list(ticket.resource_ids)) if ticket.resource_ids is not None else None,
+                json.dumps(list(ticket.tags)),
+                ticket.ttl,
+                ticket.created_at,
+                ticket.wait_until,
+                ticket.last_seen_at,
+                ticket.state,
+            ),
+        ).fetchone()
+        ticket_id: int = row[0]
+        return ticket_id
+
+    def ticket(self, ticket_id: int) -> Ticket | None:
+        """The ticket with this id, in any state."""
+        row = self._run(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE id = ?", (ticket_id,))
+        found = row.fetchone()
+        return _ticket(found) if found else None
+
+    def ticket_by_request_id(self, request_id: str) -> Ticket | None:
+        """The ticket an earlier request with this client request id opened."""
+        found = self._run(
+            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return _ticket(found) if found else None
+
+    def waiting_tickets(self, limit: int) -> list[Ticket]:
+        """Waiting tickets in queue order (priority, then arrival, then id)."""
+        rows = self._run(
+            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE state = 'waiting'"
+            " ORDER BY priority DESC, created_at, id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_ticket(row) for row in rows]
+
+    def any_waiting(self) -> bool:
+        """Whether the queue holds anyone."""
+        return (
+            self._run("SELECT 1 FROM tickets WHERE state = 'waiting' LIMIT 1").fetchone()
+            is not None
+        )
+
+    def end_ticket(
+        self, ticket_id: int, now: float, state: str, lease_id: int | None = None
+    ) -> bool:
+        """Take a waiting ticket out of the queue. False when it was no longer waiting."""
+        cursor = self._run(
+            "UPDATE tickets SET state = ?, ended_at = ?, lease_id = ?"
+            " WHERE id = ? AND state = 'waiting'",
+            (state, now, lease_id, ticket_id),
+        )
+        return bool(cursor.rowcount == 1)
+
+    def touch_ticket(self, ticket_id: int, seen_until: float) -> None:
+        """Record that the ticket's client is waiting until `seen_until` (a long-poll's end)."""
+        self._run(
+            "UPDATE tickets SET last_seen_at = ? WHERE id = ? AND state = 'waiting'",
+            (seen_until, ticket_id),
+        )
+
+    def stale_tickets(self, now: float, keepalive: float) -> list[tuple[int, str]]:
+        """Waiting tickets that must leave the queue, with why: `timed_out` or `abandoned`."""
+        rows = self._run(
+            "SELECT id, CASE WHEN wait_until <= ? THEN 'timed_out' ELSE 'abandoned' END"
+            " FROM tickets WHERE state = 'waiting' AND (wait_until <= ? OR last_seen_at < ?)",
+            (now, now, now - keepalive),
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def tags_of(self, resource_ids: Sequence[int]) -> dict[int, frozenset[str]]:
+        """The tags of these resources (every id is a key, tagless ones included)."""
+        tags: dict[int, set[str]] = {resource_id: set() for resource_id in resource_ids}
+        ids = list(tags)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in self._run(
+                f"SELECT resource_id, tag FROM resource_tags WHERE resource_id IN ({marks})",
+                chunk,
+            ).fetchall():
+                tags[row[0]].add(row[1])
+        return {resource_id: frozenset(found) for resource_id, found in tags.items()}
+
+    def claimable(self, resource_ids: Sequence[int]) -> list[int]:
+        """Those of these resources that can be granted now."""
+        ids = list(resource_ids)
+        free: list[int] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            free += [
+                row[0]
+                for row in self._run(
+                    f"SELECT r.id FROM resources r WHERE r.id IN ({marks}) AND {_CLAIMABLE}",
+                    chunk,
+                ).fetchall()
+            ]
+        return sorted(free)
 
     # ------------------------------------------------------------------ events
 

@@ -1,4 +1,4 @@
-"""The first schema: resources, tags, leases, events.
+"""The first schema: resources, tags, leases, tickets (the wait queue), events.
 
 Revision ID: 0001
 Revises:
@@ -85,6 +85,42 @@ def upgrade() -> None:
     )
     op.create_index("ix_resource_tags_resource_id", "resource_tags", ["resource_id"])
     op.create_table(
+        "tickets",
+        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        sa.Column("token", sa.String(64), nullable=False),
+        sa.Column("request_id", sa.String(200)),
+        sa.Column("owner", sa.Text()),
+        sa.Column("description", sa.Text()),
+        sa.Column("priority", sa.Integer(), nullable=False, server_default=sa.text("0")),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("resource_ids", sa.Text()),
+        sa.Column("tags", sa.Text(), nullable=False, server_default=sa.text("'[]'")),
+        sa.Column("ttl", sa.Double()),
+        sa.Column("created_at", sa.Double(), nullable=False),
+        sa.Column("wait_until", sa.Double(), nullable=False),
+        sa.Column("last_seen_at", sa.Double(), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("ended_at", sa.Double()),
+        sa.Column("lease_id", Id),
+        sa.PrimaryKeyConstraint("id", name="pk_tickets"),
+        sa.ForeignKeyConstraint(["lease_id"], ["leases.id"], name="fk_tickets_lease_id_leases"),
+    )
+    op.create_index(
+        "ix_tickets_waiting",
+        "tickets",
+        ["priority", "created_at"],
+        sqlite_where=sa.text("state = 'waiting'"),
+        postgresql_where=sa.text("state = 'waiting'"),
+    )
+    op.create_index(
+        "uq_tickets_request_id",
+        "tickets",
+        ["request_id"],
+        unique=True,
+        sqlite_where=sa.text("request_id IS NOT NULL"),
+        postgresql_where=sa.text("request_id IS NOT NULL"),
+    )
+    op.create_table(
         "events",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
         sa.Column("at", sa.Double(), nullable=False),
@@ -100,5 +136,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop everything (there is nothing before the first version)."""
-    for table in ("events", "resource_tags", "resources", "leases"):
+    for table in ("events", "tickets", "resource_tags", "resources", "leases"):
         op.drop_table(table)
