@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 default_ttl=settings.default_ttl,
                 max_ttl=settings.max_ttl,
                 keepalive=settings.queue_keepalive,
+                long_poll=settings.long_poll_seconds,
             )
             now = clock or time.time
             leases = LeaseService(database, policy=policy, clock=now)

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         le=3600,
         description="A waiting client that stops polling leaves the queue after this (s).",
     )
+    long_poll_seconds: float = Field(
+        default=60.0,
+        ge=0.5,
+        le=600,
+        description="Longest a waiting HTTP request stays open before answering 202 to re-poll.",
+    )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL",
         description=(

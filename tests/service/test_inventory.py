@@ -21,10 +21,14 @@ pytestmark = pytest.mark.anyio
 MakeSettings = Callable[..., Settings]
 
 
+def _service(database: Database) -> LockService:
+    return LockService(database, LeaseService(database))
+
+
 def _listing(settings: Settings) -> list[tuple[int, str, str | None, tuple[str, ...]]]:
     database = Database(settings.database_url)
     try:
-        return [(r.id, r.name, r.description, r.tags) for r in LockService(database, LeaseService(database)).resources()]
+        return [(r.id, r.name, r.description, r.tags) for r in _service(database).resources()]
     finally:
         database.dispose()
 
@@ -77,7 +81,7 @@ async def test_removed_resources_retire_but_a_held_lock_is_never_dropped(
     settings = make_settings({"a": {}, "b": {}, "c": {}})
     prepare_database(settings)
     database = Database(settings.database_url)
-    service = LockService(database, LeaseService(database))
+    service = _service(database)
     grant = await service.lock(Selector(name="b"))
 
     report = prepare_database(make_settings({"a": {}}))
@@ -139,5 +143,5 @@ def test_properties_are_stored_and_returned(make_settings: MakeSettings) -> None
     settings = make_settings({"a": {"properties": {"serial": "123", "baud": 115200}}})
     prepare_database(settings)
     database = Database(settings.database_url)
-    assert LockService(database, LeaseService(database)).resource(1).properties == {"serial": "123", "baud": "115200"}
+    assert _service(database).resource(1).properties == {"serial": "123", "baud": "115200"}
     database.dispose()

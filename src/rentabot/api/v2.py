@@ -121,10 +121,11 @@ async def poll_ticket(
     token: TokenDep,
     app: RuntimeDep,
     request: Request,
-    wait: Annotated[float, Query(ge=0, le=60)] = 30,
+    wait: Annotated[float, Query(ge=0, le=600)] = 30,
 ) -> JSONResponse:
-    """Wait up to `wait` seconds for the grant: 200 with the lease once granted, 202 with
-    the ticket (and its place) while waiting, 409 once it left the queue without a grant."""
+    """Wait up to `wait` seconds (at most RENTABOT_LONG_POLL_SECONDS) for the grant: 200
+    with the lease once granted, 202 with the ticket (and its place) while waiting, 409 once
+    it left the queue without a grant."""
     outcome = await app.leases.wait(ticket_id, token, wait, still_there(request))
     answer = _answer(outcome)
     if not isinstance(outcome, Queued):

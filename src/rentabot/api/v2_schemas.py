@@ -61,9 +61,10 @@ class LeaseRequest(Strict):
         ge=0,
         le=7 * 24 * 3600,
         description=(
-            "Seconds you are willing to wait in the queue. This call answers within 60 s at"
-            " most: 201 with the lease, or 202 with a ticket to poll (keep polling, or you"
-            " leave the queue after RENTABOT_QUEUE_KEEPALIVE seconds)."
+            "Seconds you are willing to wait in the queue. This call answers within"
+            " RENTABOT_LONG_POLL_SECONDS (60 s by default): 201 with the lease, or 202 with a"
+            " ticket to poll (keep polling, or you leave the queue after"
+            " RENTABOT_QUEUE_KEEPALIVE seconds)."
         ),
     )
     priority: int = Field(

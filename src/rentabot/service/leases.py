@@ -45,8 +45,6 @@ StillThere = Callable[[], Awaitable[bool]]
 
 #: Leases the expiry sweep ends per group commit (more wait for the next tick).
 SWEEP_BATCH = 500
-#: Longest single wait in one call: a long-poll answers by then, and the client polls again.
-LONG_POLL_S = 60.0
 #: How often a long-poll re-reads its ticket, in case another process granted it.
 POLL_INTERVAL_S = 0.25
 
@@ -64,6 +62,8 @@ class LeasePolicy:
     max_ttl: float | None = None
     #: A waiting client that has not polled for this long leaves the queue.
     keepalive: float = 10.0
+    #: Longest single wait in one call: a long-poll answers by then, and the client re-polls.
+    long_poll: float = 60.0
 
     def expiry(self, now: float, ttl: float | None) -> float | None:
         """The deadline of a lease granted or renewed now. Raises InvalidRequestError."""
@@ -228,7 +228,7 @@ class LeaseService:
         still_there: StillThere | None = None,
     ) -> Lease | Queued:
         """Lease what `want` asks for, all or nothing, waiting up to `request.wait` seconds
-        (at most LONG_POLL_S in this call: then the ticket comes back to poll with).
+        (at most `policy.long_poll` in this call: then the ticket comes back to poll with).
 
         Raises NotFoundError (nothing, or not enough, matches), BusyError (held, and no wait
         asked), NotGrantedError (the wait ran out), InvalidRequestError (a refused TTL). With
@@ -256,9 +256,10 @@ class LeaseService:
         still_there: StillThere | None = None,
     ) -> Lease | Queued:
         """Poll a ticket: the lease once granted, else the ticket after up to `wait` seconds
-        (at most LONG_POLL_S). Raises NotGrantedError once it has left the queue without one.
+        (at most `policy.long_poll`). Raises NotGrantedError once it has left the queue
+        without one.
         """
-        wait = max(0.0, min(wait, LONG_POLL_S))
+        wait = max(0.0, min(wait, self.policy.long_poll))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         event = self.wakeups.watch(ticket_id)
@@ -419,7 +420,7 @@ class LeaseService:
             ttl=request.ttl,
             created_at=now,
             wait_until=now + request.wait,
-            last_seen_at=now + min(request.wait, LONG_POLL_S),
+            last_seen_at=now + min(request.wait, self.policy.long_poll),
             state="waiting",
             ended_at=None,
             lease_id=None,

@@ -77,7 +77,7 @@ class LockService:
                 Request(ttl=ttl, wait=wait, owner=owner, description=description),
                 still_there,
             )
-            # One call waits up to LONG_POLL_S; the original's one request waits it all.
+            # One call waits up to the long-poll bound; the original's one request waits it all.
             while isinstance(outcome, Queued):
                 remaining = outcome.ticket.wait_until - self._leases.now()
                 if remaining <= 0 or (still_there is not None and not await still_there()):

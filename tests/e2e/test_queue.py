@@ -1,0 +1,203 @@
+"""The wait queue through real HTTP: fair order, no starvation, keep-alive, idempotency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import Server, write_descriptor
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """Three boards tagged `pool`, and a spare; long-polls answer within 1 s, and waiting
+    clients leave after 1 s of silence."""
+    descriptor = write_descriptor(
+        tmp_path / "resources.yml",
+        {
+            "board-1": {"tags": ["pool"]},
+            "board-2": {"tags": ["pool"]},
+            "board-3": {"tags": ["pool"]},
+            "spare": {"tags": ["other"]},
+        },
+    )
+    with Server(
+        tmp_path / "db.sqlite",
+        descriptor,
+        env={"RENTABOT_QUEUE_KEEPALIVE": "1", "RENTABOT_LONG_POLL_SECONDS": "1"},
+    ) as running:
+        yield running
+
+
+def _acquire(client: httpx.Client, body: dict[str, Any]) -> httpx.Response:
+    return client.post("/api/v2/leases", json=body, timeout=90)
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _release(client: httpx.Client, lease: dict[str, Any]) -> None:
+    answer = client.delete(f"/api/v2/leases/{lease['id']}", headers=_auth(lease["token"]))
+    assert answer.status_code == 200, answer.text
+
+
+def _queue(client: httpx.Client) -> list[dict[str, Any]]:
+    tickets: list[dict[str, Any]] = client.get("/api/v2/queue").json()["tickets"]
+    return tickets
+
+
+def _wait_for_queue_length(client: httpx.Client, length: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        tickets = _queue(client)
+        if len(tickets) >= length:
+            return tickets
+        time.sleep(0.02)
+    raise AssertionError(f"the queue never reached {length}: {_queue(client)}")
+
+
+def test_twenty_waiters_on_three_resources_are_served_by_priority_then_arrival(
+    server: Server,
+) -> None:
+    """20 waiters (some with priority) on 3 held boards get them in exactly the queue order."""
+    with httpx.Client(base_url=server.url) as client:
+        holders = [
+            _acquire(client, {"select": {"tags": ["pool"]}}).json()["lease"] for _ in range(3)
+        ]
+        # Lease ids are given in grant order: the server's own record of who went first.
+        granted: list[tuple[int, int]] = []
+        lock = threading.Lock()
+        priorities = [5 if n in (7, 13) else 0 for n in range(20)]
+
+        def waiter(number: int) -> None:
+            with httpx.Client(base_url=server.url) as own:
+                body = {
+                    "select": {"tags": ["pool"]},
+                    "wait": 60,
+                    "priority": priorities[number],
+                    "owner": str(number),
+                }
+                answer = _acquire(own, body)
+                while answer.status_code == 202:
+                    ticket = answer.json()
+                    answer = own.get(
+                        f"/api/v2/tickets/{ticket['ticket']['id']}",
+                        headers=_auth(ticket["token"]),
+                        params={"wait": 30},
+                        timeout=90,
+                    )
+                assert answer.status_code in (200, 201), answer.text
+                lease = answer.json()["lease"]
+                with lock:
+                    granted.append((number, lease["id"]))
+                time.sleep(0.05)
+                _release(own, lease)
+
+        threads = []
+        for number in range(20):
+            thread = threading.Thread(target=waiter, args=(number,))
+            thread.start()
+            threads.append(thread)
+            # One at a time, so arrival order is known.
+            _wait_for_queue_length(client, number + 1)
+        tickets = _queue(client)
+        assert [t["owner"] for t in tickets][:2] == ["7", "13"]
+        assert [t["position"] for t in tickets] == list(range(1, 21))
+        for lease in holders:
+            _release(client, lease)
+        for thread in threads:
+            thread.join(timeout=60)
+        order = [number for number, _ in sorted(granted, key=lambda item: item[1])]
+        assert order == [7, 13] + [n for n in range(20) if n not in (7, 13)]
+
+
+def test_a_request_for_three_is_not_starved_by_single_requests(server: Server) -> None:
+    """With all 3 boards busy and a 3-request first in line, single requests arriving after
+    it never get a board before it does."""
+    with httpx.Client(base_url=server.url) as client:
+        holders = [
+            _acquire(client, {"select": {"tags": ["pool"]}}).json()["lease"] for _ in range(3)
+        ]
+        big = _acquire(client, {"select": {"tags": ["pool"], "count": 3}, "wait": 0.1})
+        assert big.status_code in (202, 409), big.text
+        big = _acquire(
+            client, {"select": {"tags": ["pool"], "count": 3}, "wait": 60, "request_id": "big"}
+        )
+        assert big.status_code == 202
+        ticket = big.json()
+        # Free the boards one by one while single requests keep coming: none gets one.
+        for lease in holders:
+            _release(client, lease)
+            single = _acquire(client, {"select": {"tags": ["pool"]}})
+            assert single.status_code == 409, single.text
+        answer = client.get(
+            f"/api/v2/tickets/{ticket['ticket']['id']}",
+            headers=_auth(ticket["token"]),
+            params={"wait": 10},
+        )
+        assert answer.status_code == 200, answer.text
+        lease = answer.json()["lease"]
+        assert sorted(r["name"] for r in lease["resources"]) == ["board-1", "board-2", "board-3"]
+        assert lease["token"] == ticket["token"]
+        # A retry with the same request id gets the same lease, not a second one.
+        again = _acquire(
+            client, {"select": {"tags": ["pool"], "count": 3}, "wait": 60, "request_id": "big"}
+        )
+        assert again.status_code == 201
+        assert again.json()["lease"]["id"] == lease["id"]
+
+
+def test_a_waiter_that_stops_polling_leaves_the_queue(server: Server) -> None:
+    """A 202'd ticket not polled again is gone after the keep-alive (1 s here)."""
+    with httpx.Client(base_url=server.url) as client:
+        spare = _acquire(client, {"select": {"names": ["spare"]}}).json()["lease"]
+        queued = _acquire(client, {"select": {"names": ["spare"]}, "wait": 1})
+        # The call itself waited 1 s; ask for a long wait but never poll.
+        queued = _acquire(client, {"select": {"names": ["spare"]}, "wait": 600})
+        assert queued.status_code == 202
+        ticket = queued.json()
+        assert [t["id"] for t in _queue(client)] == [ticket["ticket"]["id"]]
+        deadline = time.monotonic() + 10
+        while _queue(client) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _queue(client) == []
+        gone = client.get(
+            f"/api/v2/tickets/{ticket['ticket']['id']}", headers=_auth(ticket["token"])
+        )
+        assert gone.status_code == 409
+        assert gone.json()["error"]["code"] == "not_granted"
+        _release(client, spare)
+        # The spare is free for anyone now: the abandoned ticket did not get it.
+        assert _acquire(client, {"select": {"names": ["spare"]}}).status_code == 201
+
+
+def test_v1_wait_holds_one_request_until_the_resource_is_free(server: Server) -> None:
+    """`?wait=` on the original lock call answers 200 once the holder unlocks."""
+    v1 = f"{server.url}/rentabot/api/v1.0/resources"
+    token = httpx.post(f"{v1}/4/lock").json()["lock-token"]
+    result: dict[str, Any] = {}
+
+    def wait_for_it() -> None:
+        result["answer"] = httpx.post(f"{v1}/4/lock?wait=30", timeout=60)
+
+    thread = threading.Thread(target=wait_for_it)
+    thread.start()
+    with httpx.Client(base_url=server.url) as client:
+        _wait_for_queue_length(client, 1)
+    started = time.monotonic()
+    assert httpx.post(f"{v1}/4/unlock", params={"lock-token": token}).status_code == 200
+    thread.join(timeout=30)
+    assert result["answer"].status_code == 200
+    assert time.monotonic() - started < 1.0
+    timed_out = httpx.post(f"{v1}/4/lock?wait=0.5", timeout=10)
+    assert timed_out.status_code == 403
+    assert timed_out.json()["id"] == 4
