@@ -35,6 +35,8 @@ def _path_id(request: Request) -> int:
 
 def _ttl(request: Request) -> float | None:
     """`?ttl=SECONDS`: the lease time asked for (the policy checks its range)."""
+    if not request.scope["query_string"]:
+        return None  # the common case: skip parsing an empty query
     text = request.query_params.get("ttl")
     if not text:
         return None
@@ -46,6 +48,8 @@ def _ttl(request: Request) -> float | None:
 
 def _wait(request: Request) -> float:
     """`?wait=SECONDS`: how long to wait in the queue (this one request stays open)."""
+    if not request.scope["query_string"]:
+        return 0.0
     text = request.query_params.get("wait")
     if not text:
         return 0.0

@@ -133,11 +133,27 @@ def grant(
     )
     claimed: list[Resource] = []
     for resource_id in resource_ids:
-        resource = store.claim(resource_id, lease_id, now)
+        resource = claim(store, resource_id, lease_id, now, token, owner, expires_at)
         if resource is None:
             if store.resource(resource_id) is None:
                 raise NotFoundError(selector)
             raise BusyError(selector)
+        claimed.append(resource)
+    return lease_id, claimed
+
+
+def claim(
+    store: Store,
+    resource_id: int,
+    lease_id: int,
+    now: float,
+    token: str,
+    owner: str | None,
+    expires_at: float | None,
+) -> Resource | None:
+    """Claim one resource for a lease and record the grant; None when it is not free."""
+    resource = store.claim(resource_id, lease_id, now, token)
+    if resource is not None:
         store.add_event(
             now,
             "granted",
@@ -146,8 +162,7 @@ def grant(
             actor=owner,
             detail={"fence": resource.fence, "expires_at": expires_at},
         )
-        claimed.append(replace(resource, lock_token=token))
-    return lease_id, claimed
+    return resource
 
 
 def _lease(row: LeaseRow, resources: Sequence[Resource]) -> Lease:
@@ -179,9 +194,7 @@ def want_resolver(want: Want) -> Resolver:
             ids = tuple(sorted(set(found.values())))
             return Need(ids, (), len(ids)), want
         if want.resource_ids:
-            missing_ids = [i for i in want.resource_ids if store.resource(i) is None]
-            if missing_ids:
-                raise NotFoundError(want, f"No resource with id {missing_ids[0]}")
+            # Existence is checked only if they cannot be granted (see _acquire).
             ids = tuple(sorted(set(want.resource_ids)))
             return Need(ids, (), len(ids)), want
         if not all(is_plausible_text(tag) for tag in want.tags):
@@ -368,9 +381,14 @@ class LeaseService:
         expires_at = self.policy.expiry(now, request.ttl)
         need, selector = resolve(store)
         tickets = store.waiting_tickets(QUEUE_SCAN)
-        me = need.waiter(NEWCOMER, request.priority, now)
         if tickets:
-            chosen = plan(store, tickets, me)
+            chosen = plan(store, tickets, need.waiter(NEWCOMER, request.priority, now))
+        elif need.resource_ids is not None and len(need.resource_ids) == 1:
+            # The original's lock of one resource, nobody waiting: the claim itself decides.
+            lease = self._claim_one(store, need.resource_ids[0], request, now, expires_at)
+            if lease is not None:
+                return lease, []
+            chosen = {}
         else:
             mine = self._free_now(store, need)
             chosen = {NEWCOMER: mine} if mine is not None else {}
@@ -405,6 +423,7 @@ class LeaseService:
                 None,
             )
             return _lease(row, resources), woken
+        self._check_exists(store, need, selector)
         if request.wait <= 0:
             raise BusyError(selector)
         ticket = Ticket(
@@ -428,6 +447,45 @@ class LeaseService:
         ticket = replace(ticket, id=store.insert_ticket(ticket))
         places = positions([*(ticket_waiter(t) for t in tickets), ticket_waiter(ticket)])
         return Queued(ticket, places[ticket.id]), woken
+
+    def _claim_one(
+        self,
+        store: Store,
+        resource_id: int,
+        request: Request,
+        now: float,
+        expires_at: float | None,
+    ) -> Lease | None:
+        """Lease one resource if it is free (one conditional update); None when it is not,
+        leaving nothing behind."""
+        token = self._new_token()
+        ttl = request.ttl if request.ttl is not None else self.policy.default_ttl
+        lease_id = store.insert_lease(
+            token,
+            now,
+            owner=request.owner,
+            description=request.description,
+            expires_at=expires_at,
+            ttl=ttl,
+            request_id=request.request_id,
+        )
+        resource = claim(store, resource_id, lease_id, now, token, request.owner, expires_at)
+        if resource is None:
+            store.delete_empty_lease(lease_id)
+            return None
+        row = LeaseRow(
+            lease_id, token, request.owner, request.description, now, expires_at, ttl, None, None
+        )
+        return _lease(row, (resource,))
+
+    @staticmethod
+    def _check_exists(store: Store, need: Need, selector: Selector | Want) -> None:
+        """Explicit resources that cannot be granted must at least exist (NotFoundError)."""
+        for resource_id in need.resource_ids or ():
+            if store.resource(resource_id) is None:
+                if isinstance(selector, Selector):
+                    raise NotFoundError(selector)
+                raise NotFoundError(selector, f"No resource with id {resource_id}")
 
     @staticmethod
     def _free_now(store: Store, need: Need) -> tuple[int, ...] | None:

@@ -105,8 +105,7 @@ class LockService:
     def _need(selector: Selector, store: Store) -> tuple[Need, Selector | Want]:
         """The original's resolution: an id, a name, or tags (every one must match)."""
         if selector.resource_id is not None:
-            if store.resource(selector.resource_id) is None:
-                raise NotFoundError(selector)
+            # Existence is checked only if it cannot be granted (LeaseService._acquire).
             return Need((selector.resource_id,), (), 1), selector
         if selector.name is not None:
             found = (

@@ -251,6 +251,14 @@ class Store:
         lease_id: int = row[0]
         return lease_id
 
+    def delete_empty_lease(self, lease_id: int) -> None:
+        """Remove a lease that was never granted anything (a claim that lost)."""
+        self._run(
+            "DELETE FROM leases WHERE id = ? AND NOT EXISTS"
+            " (SELECT 1 FROM resources WHERE lease_id = ?)",
+            (lease_id, lease_id),
+        )
+
     def lease(self, lease_id: int) -> LeaseRow | None:
         """The lease with this id, active or ended."""
         row = self._run(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE id = ?", (lease_id,)).fetchone()
@@ -308,14 +316,15 @@ class Store:
         ).fetchall()
         return [row[0] for row in rows]
 
-    def claim(self, resource_id: int, lease_id: int, now: float) -> Resource | None:
-        """Give a free resource to a lease. None when it is not free: this update decides."""
+    def claim(self, resource_id: int, lease_id: int, now: float, token: str) -> Resource | None:
+        """Give a free resource to a lease (whose token is `token`). None when it is not
+        free: this conditional update decides."""
         row = self._run(
             "UPDATE resources SET lease_id = ?, fence = fence + 1, updated_at = ?"
             " WHERE id = ? AND lease_id IS NULL AND retired_at IS NULL AND NOT maintenance"
             " RETURNING id, name, description, endpoint, tags_text, properties, maintenance,"
-            " NULL, fence",
-            (lease_id, now, resource_id),
+            " ?, fence",
+            (lease_id, now, resource_id, token),
         ).fetchone()
         return _resource(row) if row else None
 
