@@ -14,6 +14,7 @@ from rentabot import __version__
 from rentabot.api import health, v1, v2
 from rentabot.api.errors import install_error_handlers
 from rentabot.api.runtime import Runtime
+from rentabot.service.admin import AdminService
 from rentabot.service.leases import Clock, LeasePolicy, LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 database=database,
                 locks=LockService(database, leases),
                 leases=leases,
+                admin=AdminService(database, leases),
             )
             sweeper = asyncio.create_task(_sweep_expired_leases(leases), name="expiry sweep")
             yield

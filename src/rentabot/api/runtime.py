@@ -7,6 +7,7 @@ from typing import cast
 
 from starlette.requests import Request
 
+from rentabot.service.admin import AdminService
 from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
@@ -21,6 +22,7 @@ class Runtime:
     database: Database
     locks: LockService
     leases: LeaseService
+    admin: AdminService
 
 
 def runtime(request: Request) -> Runtime:

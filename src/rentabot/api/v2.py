@@ -6,21 +6,30 @@ access logs). Domain errors raised here become `{"error": {...}}` in `api/errors
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from rentabot.api.runtime import Runtime, runtime
 from rentabot.api.v2_schemas import (
     ErrorEnvelope,
+    EventOut,
+    EventPage,
+    ForceReleased,
+    ForceReleaseRequest,
     LeaseEnvelope,
     LeaseOut,
     LeaseRequest,
+    MaintenanceRequest,
     QueueOut,
     RenewRequest,
+    ResourceEnvelope,
     ResourceOut,
     ResourcePage,
     TicketEnvelope,
@@ -212,3 +221,102 @@ async def list_resources(
     return ResourcePage(
         resources=[ResourceOut.of(r) for r in resources], total=total, offset=offset, limit=limit
     )
+
+
+@router.post(
+    "/resources/{resource_id}/maintenance",
+    response_model=ResourceEnvelope,
+    responses=ERRORS,
+    tags=["admin"],
+    summary="Take a resource out of service, or put it back",
+)
+async def maintenance(
+    resource_id: int, body: MaintenanceRequest, app: RuntimeDep
+) -> ResourceEnvelope:
+    """In maintenance no new lease is granted; a lease already on it runs to its end.
+    Back in service, it goes to the queue at once."""
+    resource = await app.admin.set_maintenance(
+        resource_id, body.on, reason=body.reason, actor=body.actor
+    )
+    return ResourceEnvelope(resource=ResourceOut.of(resource))
+
+
+@router.post(
+    "/resources/{resource_id}/force-release",
+    response_model=ForceReleased,
+    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "It is not held."}},
+    tags=["admin"],
+    summary="End the lease holding a resource (audited)",
+)
+async def force_release(
+    resource_id: int, body: ForceReleaseRequest, app: RuntimeDep
+) -> ForceReleased:
+    """Ends the whole lease (everything it holds is freed and goes to the queue); its holder's
+    token is refused from then on. The reason and actor are recorded in the events."""
+    lease_id = await app.admin.force_release(resource_id, reason=body.reason, actor=body.actor)
+    return ForceReleased(
+        lease_id=lease_id, resource=ResourceOut.of(app.locks.resource(resource_id))
+    )
+
+
+@router.get("/events", response_model=EventPage, tags=["events"], summary="The audit trail")
+async def events(
+    app: RuntimeDep,
+    since: Annotated[int, Query(ge=0, description="Only events after this event id.")] = 0,
+    resource_id: int | None = None,
+    lease_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """Grants, releases, renewals, expiries, force-releases, maintenance and inventory
+    changes, oldest first; page with `since`."""
+    found = await run_in_threadpool(
+        partial(
+            app.admin.events, after=since, resource_id=resource_id, lease_id=lease_id, limit=limit
+        )
+    )
+    return EventPage(events=[EventOut.of(e) for e in found], last=found[-1].id if found else since)
+
+
+#: Seconds between comments on an idle stream, so proxies keep it open.
+STREAM_KEEPALIVE_S = 15.0
+
+
+@router.get(
+    "/events/stream",
+    tags=["events"],
+    summary="Live events (server-sent events)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def event_stream(
+    app: RuntimeDep,
+    request: Request,
+    since: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header()] = None,
+) -> StreamingResponse:
+    """Every new event as it is committed: `id`, `event` (its kind) and `data` (its JSON).
+    Reconnecting with `Last-Event-ID` (browsers do) or `?since=` resumes without a gap."""
+    cursor = last_event_id if last_event_id is not None else since
+    if cursor is None:
+        # A new subscriber gets what happens from now on.
+        cursor = await run_in_threadpool(app.admin.last_event_id)
+
+    async def stream() -> AsyncIterator[str]:
+        position = cursor
+        quiet_since = time.monotonic()
+        yield "retry: 1000\n\n"
+        while not await request.is_disconnected():
+            found = app.admin.events(after=position, limit=500)
+            for event in found:
+                data = EventOut.of(event).model_dump_json()
+                yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+                position = event.id
+            if found:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > STREAM_KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                quiet_since = time.monotonic()
+            # Woken by this process's commits; other processes' are seen within 0.5 s.
+            await app.database.committed(0.5)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rentabot.domain.model import Lease, Resource, Ticket, Want
+from rentabot.domain.model import Event, Lease, Resource, Ticket, Want
 
 
 class Strict(BaseModel):
@@ -224,6 +224,66 @@ class QueueOut(BaseModel):
     """The waiting tickets, in the order they will be served."""
 
     tickets: list[TicketOut]
+
+
+class MaintenanceRequest(Strict):
+    """Take a resource out of service, or put it back."""
+
+    on: bool
+    reason: str | None = Field(default=None, max_length=2000)
+    actor: str | None = Field(default=None, max_length=500, description="Who does it.")
+
+
+class ForceReleaseRequest(Strict):
+    """End whatever lease holds a resource."""
+
+    reason: str | None = Field(default=None, max_length=2000)
+    actor: str | None = Field(default=None, max_length=500, description="Who does it.")
+
+
+class ResourceEnvelope(BaseModel):
+    """`{"resource": …}`."""
+
+    resource: ResourceOut
+
+
+class ForceReleased(BaseModel):
+    """The lease that was ended, and the resource now."""
+
+    lease_id: int
+    resource: ResourceOut
+
+
+class EventOut(BaseModel):
+    """One line of the audit trail."""
+
+    id: int
+    at: float
+    kind: str = Field(examples=["granted", "released", "expired", "force_released"])
+    resource_id: int | None
+    lease_id: int | None
+    actor: str | None
+    detail: dict[str, object]
+
+    @classmethod
+    def of(cls, event: Event) -> EventOut:
+        """The public view of an event."""
+        return cls(
+            id=event.id,
+            at=event.at,
+            kind=event.kind,
+            resource_id=event.resource_id,
+            lease_id=event.lease_id,
+            actor=event.actor,
+            detail=dict(event.detail),
+        )
+
+
+class EventPage(BaseModel):
+    """Events oldest first; ask again with `since` = `last` for the next page."""
+
+    events: list[EventOut]
+    last: int
 
 
 class ResourcePage(BaseModel):

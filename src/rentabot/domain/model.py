@@ -168,6 +168,19 @@ class Ticket:
 
 
 @dataclass(frozen=True, slots=True)
+class Event:
+    """One line of the audit trail: what happened, to what, by whom."""
+
+    id: int
+    at: float
+    kind: str
+    resource_id: int | None
+    lease_id: int | None
+    actor: str | None
+    detail: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class Grant:
     """A lock just granted: the secret token and the resource it holds."""
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TypeVar
 
 from rentabot.domain.allocation import TtlError, is_expired, lease_expiry, positions
 from rentabot.domain.errors import (
@@ -39,6 +40,7 @@ from rentabot.service.queue import (
 from rentabot.storage.database import Database
 from rentabot.storage.store import LeaseRow, Store
 
+T = TypeVar("T")
 Clock = Callable[[], float]
 #: Answers whether the client is still connected (the HTTP layer's disconnect check).
 StillThere = Callable[[], Awaitable[bool]]
@@ -330,14 +332,16 @@ class LeaseService:
         self.wakeups.wake(woken)
         return ended
 
-    async def serve_queue(self, change: Callable[[Store], object]) -> None:
-        """Run a change (an unlock, a force-release…) and serve the queue in its transaction."""
+    async def serve_queue(self, change: Callable[[Store], T]) -> T:
+        """Run a change (an unlock, a force-release…) and serve the queue in its transaction;
+        returns what the change returned."""
 
-        def operation(store: Store) -> list[int]:
-            change(store)
-            return self.serve(store, self._clock())
+        def operation(store: Store) -> tuple[T, list[int]]:
+            return change(store), self.serve(store, self._clock())
 
-        self.wakeups.wake(await self._database.write(operation))
+        result, woken = await self._database.write(operation)
+        self.wakeups.wake(woken)
+        return result
 
     # ------------------------------------------------------------------ operations
 

@@ -11,6 +11,7 @@ statement layer costs more per statement than these statements do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -69,6 +70,8 @@ class Database:
         self._pending: list[tuple[Callable[[Store], Any], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._engine: Engine | None = None
+        # Set after every group commit: the event stream waits on it (in this process).
+        self._committed: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ connections
 
@@ -194,6 +197,8 @@ class Database:
             if isinstance(error, sqlite3.Error):
                 error = DatabaseUnavailableError(str(error))
             outcomes = [(future, None, error) for _, future in batch]
+        if self._committed is not None:
+            self._committed.set()
         for future, result, failure in outcomes:
             if future.cancelled():
                 continue
@@ -201,6 +206,15 @@ class Database:
                 future.set_exception(failure)
             else:
                 future.set_result(result)
+
+    async def committed(self, timeout: float) -> None:
+        """Return after the next group commit of this process, or after `timeout` seconds
+        (writes made by other processes are only seen by looking again)."""
+        if self._committed is None:
+            self._committed = asyncio.Event()
+        self._committed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._committed.wait(), timeout)
 
     def ping(self) -> None:
         """Run a trivial query. Raises DatabaseUnavailableError when that fails."""

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rentabot.domain.model import Resource, ResourceSpec, Ticket
+from rentabot.domain.model import Event, Resource, ResourceSpec, Ticket
 
 _RESOURCE_COLUMNS = (
     "r.id, r.name, r.description, r.endpoint, r.tags_text, r.properties, r.maintenance,"
@@ -488,6 +488,41 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (now, kind, resource_id, lease_id, actor, json.dumps(detail) if detail else None),
         )
+
+    def events(
+        self, *, after: int, resource_id: int | None, lease_id: int | None, limit: int
+    ) -> list[Event]:
+        """Events with an id above `after`, oldest first, optionally of one resource or lease."""
+        where, params = ["id > ?"], [after]
+        if resource_id is not None:
+            where.append("resource_id = ?")
+            params.append(resource_id)
+        if lease_id is not None:
+            where.append("lease_id = ?")
+            params.append(lease_id)
+        rows = self._run(
+            "SELECT id, at, kind, resource_id, lease_id, actor, detail FROM events"
+            f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+        return [
+            Event(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6] or "{}"))
+            for row in rows
+        ]
+
+    def last_event_id(self) -> int:
+        """The id of the newest event (0: none)."""
+        row = self._run("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+        return int(row[0])
+
+    def set_maintenance(self, resource_id: int, on: bool, now: float) -> bool:
+        """Turn maintenance on or off for a visible resource. False when it does not exist."""
+        cursor = self._run(
+            f"UPDATE resources SET maintenance = ?, updated_at = ? WHERE id = ?"
+            f" AND id IN (SELECT r.id FROM resources r WHERE r.id = ? AND {_VISIBLE})",
+            (on, now, resource_id, resource_id),
+        )
+        return bool(cursor.rowcount == 1)
 
     def add_events(self, rows: Iterable[tuple[float, str, int | None, str | None]]) -> None:
         """Append many events of the form (at, kind, resource_id, detail JSON)."""

@@ -1,0 +1,106 @@
+"""What operators do to resources: maintenance, force-release; and reading the audit trail.
+
+(Authentication and roles come later; these use cases take the actor's name for the audit.)
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from rentabot.domain.errors import AlreadyReleasedError, NotFoundError
+from rentabot.domain.model import Event, Resource, Selector
+from rentabot.service.leases import LeaseService
+from rentabot.storage.database import Database
+from rentabot.storage.store import Store
+
+
+class AdminService:
+    """Operator actions, each one audited transaction that also serves the queue."""
+
+    def __init__(self, database: Database, leases: LeaseService) -> None:
+        self._database = database
+        self._leases = leases
+
+    async def set_maintenance(
+        self, resource_id: int, on: bool, *, reason: str | None, actor: str | None
+    ) -> Resource:
+        """Take a resource out of service (no new grants; a lease on it runs to its end), or
+        put it back (the queue is served at once)."""
+        await self._leases.serve_queue(
+            partial(self._set_maintenance, resource_id, on, reason, actor)
+        )
+        return self._resource(resource_id)
+
+    async def force_release(
+        self, resource_id: int, *, reason: str | None, actor: str | None
+    ) -> int:
+        """End the lease holding the resource (everything it holds is freed and goes to the
+        queue); returns the lease's id. Raises AlreadyReleasedError when it is free."""
+        return await self._leases.serve_queue(
+            partial(self._force_release, resource_id, reason, actor)
+        )
+
+    def events(
+        self,
+        *,
+        after: int = 0,
+        resource_id: int | None = None,
+        lease_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """The audit trail after event `after`, oldest first."""
+        with self._database.reader() as store:
+            return store.events(
+                after=after, resource_id=resource_id, lease_id=lease_id, limit=limit
+            )
+
+    def last_event_id(self) -> int:
+        """The id of the newest event (0: none yet)."""
+        with self._database.reader() as store:
+            return store.last_event_id()
+
+    def _resource(self, resource_id: int) -> Resource:
+        with self._database.reader() as store:
+            resource = store.resource(resource_id)
+        if resource is None:
+            raise NotFoundError(Selector(resource_id=resource_id))
+        return resource
+
+    def _set_maintenance(
+        self, resource_id: int, on: bool, reason: str | None, actor: str | None, store: Store
+    ) -> None:
+        now = self._leases.now()
+        if not store.set_maintenance(resource_id, on, now):
+            raise NotFoundError(Selector(resource_id=resource_id))
+        store.add_event(
+            now,
+            "maintenance_on" if on else "maintenance_off",
+            resource_id=resource_id,
+            actor=actor,
+            detail={"reason": reason} if reason else None,
+        )
+
+    def _force_release(
+        self,
+        resource_id: int,
+        reason: str | None,
+        actor: str | None,
+        store: Store,
+    ) -> int:
+        now = self._leases.now()
+        holder = store.holder(resource_id)
+        if holder is None:
+            if store.resource(resource_id) is None:
+                raise NotFoundError(Selector(resource_id=resource_id))
+            raise AlreadyReleasedError(resource_id)
+        lease_id = holder[0]
+        for freed in store.end_lease(lease_id, now, "force_released"):
+            store.add_event(
+                now,
+                "force_released",
+                resource_id=freed,
+                lease_id=lease_id,
+                actor=actor,
+                detail={"reason": reason} if reason else None,
+            )
+        return lease_id

@@ -1,0 +1,99 @@
+"""Operator actions and the audit trail through the v2 API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rentabot.app import create_app
+from rentabot.service.bootstrap import prepare_database
+from rentabot.settings import Settings
+
+
+@pytest.fixture
+def api(example_settings: Settings) -> Iterator[TestClient]:
+    """A client of an app on the example resources."""
+    prepare_database(example_settings)
+    with TestClient(create_app(example_settings)) as client:
+        yield client
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_maintenance_stops_new_grants_but_lets_a_lease_run_to_its_end(api: TestClient) -> None:
+    """In maintenance: the holder keeps it and can renew; nobody new gets it; back: free."""
+    lease = api.post("/api/v2/leases", json={"select": {"ids": [1]}}).json()["lease"]
+    on = api.post(
+        "/api/v2/resources/1/maintenance", json={"on": True, "reason": "fan broken", "actor": "ops"}
+    )
+    assert on.status_code == 200
+    assert on.json()["resource"]["state"] == "locked"
+    assert (
+        api.delete(f"/api/v2/leases/{lease['id']}", headers=_auth(lease["token"])).status_code
+        == 200
+    )
+    listed = api.get("/api/v2/resources", params={"state": "maintenance"}).json()
+    assert [r["id"] for r in listed["resources"]] == [1]
+    refused = api.post("/api/v2/leases", json={"select": {"ids": [1]}})
+    assert refused.status_code == 409
+    assert api.post("/rentabot/api/v1.0/resources/1/lock").status_code == 403
+    off = api.post("/api/v2/resources/1/maintenance", json={"on": False})
+    assert off.json()["resource"]["state"] == "available"
+    assert api.post("/api/v2/leases", json={"select": {"ids": [1]}}).status_code == 201
+    kinds = [
+        e["kind"] for e in api.get("/api/v2/events", params={"resource_id": 1}).json()["events"]
+    ]
+    assert "maintenance_on" in kinds
+    assert "maintenance_off" in kinds
+
+
+def test_force_release_ends_the_whole_lease_and_audits_who_and_why(api: TestClient) -> None:
+    """Force-release frees every resource of the lease; the holder's token is then refused."""
+    lease = api.post("/api/v2/leases", json={"select": {"tags": ["nrf52"], "count": 2}}).json()[
+        "lease"
+    ]
+    answer = api.post(
+        "/api/v2/resources/4/force-release", json={"reason": "stuck job", "actor": "alice"}
+    )
+    assert answer.status_code == 200
+    assert answer.json()["lease_id"] == lease["id"]
+    assert answer.json()["resource"]["state"] == "available"
+    state = api.get(f"/api/v2/leases/{lease['id']}", headers=_auth(lease["token"])).json()
+    assert state["lease"]["state"] == "force_released"
+    assert state["lease"]["resources"] == []
+    renew = api.post(f"/api/v2/leases/{lease['id']}/renew", headers=_auth(lease["token"]))
+    assert renew.json()["error"]["code"] == "lease_ended"
+    audit = api.get("/api/v2/events", params={"lease_id": lease["id"]}).json()["events"]
+    forced = [e for e in audit if e["kind"] == "force_released"]
+    assert sorted(e["resource_id"] for e in forced) == [4, 5]
+    assert {(e["actor"], e["detail"]["reason"]) for e in forced} == {("alice", "stuck job")}
+    again = api.post("/api/v2/resources/4/force-release", json={})
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "not_locked")
+    assert api.post("/api/v2/resources/99/force-release", json={}).status_code == 404
+
+
+def test_events_page_with_since_and_filter_by_resource(api: TestClient) -> None:
+    """Events come oldest first; `since` pages without gaps or repeats."""
+    for _ in range(3):
+        lease = api.post("/api/v2/leases", json={"select": {"ids": [2]}}).json()["lease"]
+        api.delete(f"/api/v2/leases/{lease['id']}", headers=_auth(lease["token"]))
+    seen: list[int] = []
+    since = 0
+    while True:
+        page = api.get(
+            "/api/v2/events", params={"resource_id": 2, "since": since, "limit": 2}
+        ).json()
+        if not page["events"]:
+            break
+        seen += [e["id"] for e in page["events"]]
+        since = page["last"]
+    kinds = [
+        e["kind"] for e in api.get("/api/v2/events", params={"resource_id": 2}).json()["events"]
+    ]
+    assert kinds == ["resource_added"] + ["granted", "released"] * 3
+    assert seen == sorted(set(seen))
+    assert len(seen) == 7
