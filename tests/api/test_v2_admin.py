@@ -97,3 +97,25 @@ def test_events_page_with_since_and_filter_by_resource(api: TestClient) -> None:
     assert kinds == ["resource_added"] + ["granted", "released"] * 3
     assert seen == sorted(set(seen))
     assert len(seen) == 7
+
+
+def test_the_openapi_document_describes_v2_with_examples(api: TestClient) -> None:
+    """/openapi.json lists the v2 routes, the error shape, and the acquire example."""
+    document = api.get("/openapi.json").json()
+    paths = document["paths"]
+    for path in (
+        "/api/v2/leases",
+        "/api/v2/leases/{lease_id}",
+        "/api/v2/leases/{lease_id}/renew",
+        "/api/v2/tickets/{ticket_id}",
+        "/api/v2/queue",
+        "/api/v2/resources",
+        "/api/v2/events",
+        "/api/v2/events/stream",
+        "/api/v2/resources/{resource_id}/force-release",
+    ):
+        assert path in paths, path
+    assert "ErrorEnvelope" in document["components"]["schemas"]
+    example = document["components"]["schemas"]["LeaseRequest"]["examples"][0]
+    assert example["select"] == {"tags": ["nrf52"], "count": 1}
+    assert "409" in paths["/api/v2/leases"]["post"]["responses"]
