@@ -74,6 +74,10 @@ class LeasePolicy:
         except TtlError as error:
             raise InvalidRequestError(str(error)) from None
 
+    def lease_ttl(self, ttl: float | None) -> float | None:
+        """The TTL a lease records (what a renewal without one extends by)."""
+        return ttl if ttl is not None else self.default_ttl
+
     def queued_expiry(self, now: float, ttl: float | None) -> float | None:
         """The deadline of a queued request granted now. Its TTL was checked when it queued;
         if the operator has lowered the maximum since, the default applies instead."""
@@ -366,7 +370,7 @@ class LeaseService:
             now=now,
             token=ticket.token,
             expires_at=self.policy.queued_expiry(now, ticket.ttl),
-            ttl=ticket.ttl if ticket.ttl is not None else self.policy.default_ttl,
+            ttl=self.policy.lease_ttl(ticket.ttl),
             owner=ticket.owner,
             description=ticket.description,
             request_id=ticket.request_id,
@@ -402,7 +406,6 @@ class LeaseService:
                 self._grant_ticket(store, ticket, chosen[ticket.id], now)
         token = self._new_token()
         if NEWCOMER in chosen:
-            ttl = request.ttl if request.ttl is not None else self.policy.default_ttl
             lease_id, resources = grant(
                 store,
                 chosen[NEWCOMER],
@@ -410,23 +413,12 @@ class LeaseService:
                 now=now,
                 token=token,
                 expires_at=expires_at,
-                ttl=ttl,
+                ttl=self.policy.lease_ttl(request.ttl),
                 owner=request.owner,
                 description=request.description,
                 request_id=request.request_id,
             )
-            row = LeaseRow(
-                lease_id,
-                token,
-                request.owner,
-                request.description,
-                now,
-                expires_at,
-                ttl,
-                None,
-                None,
-            )
-            return _lease(row, resources), woken
+            return self._new_lease(lease_id, token, request, now, expires_at, resources), woken
         self._check_exists(store, need, selector)
         if request.wait <= 0:
             raise BusyError(selector)
@@ -463,24 +455,35 @@ class LeaseService:
         """Lease one resource if it is free (one conditional update); None when it is not,
         leaving nothing behind."""
         token = self._new_token()
-        ttl = request.ttl if request.ttl is not None else self.policy.default_ttl
         lease_id = store.insert_lease(
             token,
             now,
             owner=request.owner,
             description=request.description,
             expires_at=expires_at,
-            ttl=ttl,
+            ttl=self.policy.lease_ttl(request.ttl),
             request_id=request.request_id,
         )
         resource = claim(store, resource_id, lease_id, now, token, request.owner, expires_at)
         if resource is None:
             store.delete_empty_lease(lease_id)
             return None
+        return self._new_lease(lease_id, token, request, now, expires_at, (resource,))
+
+    def _new_lease(
+        self,
+        lease_id: int,
+        token: str,
+        request: Request,
+        now: float,
+        expires_at: float | None,
+        resources: Sequence[Resource],
+    ) -> Lease:
+        ttl = self.policy.lease_ttl(request.ttl)
         row = LeaseRow(
             lease_id, token, request.owner, request.description, now, expires_at, ttl, None, None
         )
-        return _lease(row, (resource,))
+        return _lease(row, resources)
 
     @staticmethod
     def _check_exists(store: Store, need: Need, selector: Selector | Want) -> None:
