@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -153,16 +153,25 @@ class Connection:
             self._writer.close()
         self._reader = self._writer = None
 
-    async def request(self, method: str, target: str) -> Response:
-        """Send a body-less request and read the whole answer."""
+    async def request(
+        self, method: str, target: str, body: bytes = b"", headers: bytes = b""
+    ) -> Response:
+        """Send a request and read the whole answer.
+
+        `headers` are extra header lines, already encoded, each ending in CRLF (callers build
+        them once per client rather than once per request).
+        """
         if self._writer is None:
             await self.connect()
         assert self._reader is not None
         assert self._writer is not None
-        data = b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n\r\n" % (
+        data = b"%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n%s" % (
             method.encode("ascii"),
             target.encode("ascii"),
             self._host_header,
+            headers,
+            len(body),
+            body,
         )
         sent = time.monotonic()
         # No drain(): one small request fits the socket buffer, and the answer we wait for
@@ -282,6 +291,7 @@ class Hold(NamedTuple):
     start: float
     end: float
     client: int
+    fence: int | None = None  # the grant's fence, where the API gives one (v2)
 
 
 @dataclass
@@ -294,6 +304,8 @@ class ClientStats:
     leaked: int = 0  # locks granted whose unlock did not answer 200
     error_samples: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)  # seconds, successful locks only
+    #: Latencies of other requests by name ("renew", "release"…), seconds.
+    op_latencies: dict[str, list[float]] = field(default_factory=dict)
     holds: list[Hold] = field(default_factory=list)
     finished: float = 0.0  # time.monotonic() when the last client stopped
 
@@ -312,6 +324,8 @@ class ClientStats:
         room = MAX_SAMPLES - len(self.error_samples)
         self.error_samples.extend(other.error_samples[: max(room, 0)])
         self.latencies.extend(other.latencies)
+        for name, values in other.op_latencies.items():
+            self.op_latencies.setdefault(name, []).extend(values)
         self.holds.extend(other.holds)
         self.finished = max(self.finished, other.finished)
 
@@ -384,8 +398,17 @@ async def run_client(
         stats.finished = max(stats.finished, time.monotonic())
 
 
+#: A client's loop: (config, plan, its connection, the common start, stats to fill).
+ClientLoop = Callable[[RunConfig, ClientPlan, Connection, float, ClientStats], Awaitable[None]]
+
+
 async def run_clients(
-    cfg: RunConfig, plans: Sequence[ClientPlan], ready: Any, go: mps.Event, start_at: Any
+    cfg: RunConfig,
+    plans: Sequence[ClientPlan],
+    ready: Any,
+    go: mps.Event,
+    start_at: Any,
+    client: ClientLoop = run_client,
 ) -> ClientStats:
     """Connect every client, signal ready, wait for the common start, run them."""
     conns = [Connection(cfg.host, cfg.port) for _ in plans]
@@ -401,7 +424,7 @@ async def run_clients(
             return stats
         start = float(start_at.value)
         await asyncio.gather(
-            *(run_client(cfg, p, c, start, stats) for p, c in zip(plans, conns, strict=True))
+            *(client(cfg, p, c, start, stats) for p, c in zip(plans, conns, strict=True))
         )
     finally:
         for conn in conns:
@@ -410,12 +433,18 @@ async def run_clients(
 
 
 def worker_main(
-    cfg: RunConfig, plans: Sequence[ClientPlan], ready: Any, go: mps.Event, start_at: Any, out: Any
+    cfg: RunConfig,
+    plans: Sequence[ClientPlan],
+    ready: Any,
+    go: mps.Event,
+    start_at: Any,
+    out: Any,
+    client: ClientLoop = run_client,
 ) -> None:
     """Entry point of a generator process: runs its clients, sends back what they saw."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler is for the parent
     try:
-        stats = asyncio.run(run_clients(cfg, plans, ready, go, start_at))
+        stats = asyncio.run(run_clients(cfg, plans, ready, go, start_at, client))
     except KeyboardInterrupt:
         return
     out.put(stats)
@@ -512,7 +541,24 @@ class RunResult:
 
 def run_load(cfg: RunConfig, server: str = "server") -> RunResult:
     """Run one workload with cfg.clients clients spread over cfg.procs processes."""
-    plans = plan_clients(cfg)
+    return run_load_with_stats(cfg, server)[0]
+
+
+def run_load_with_stats(
+    cfg: RunConfig,
+    server: str = "server",
+    *,
+    client: ClientLoop = run_client,
+    plans: Sequence[ClientPlan] | None = None,
+) -> tuple[RunResult, ClientStats]:
+    """`run_load`, with the client loop and plans of the caller's choice.
+
+    `client` and `plans` default to the v1 lock/unlock loop and `plan_clients(cfg)`; other
+    benchmarks (bench/leases.py) pass their own. Returns the report and the merged raw
+    observations (holds with their fences, per-operation latencies).
+    """
+    if plans is None:
+        plans = plan_clients(cfg)
     procs = max(1, min(cfg.procs, len(plans)))
     # fork: a worker needs nothing but its arguments, and fork starts in milliseconds.
     ctx = mp.get_context("fork")
@@ -523,7 +569,7 @@ def run_load(cfg: RunConfig, server: str = "server") -> RunResult:
     workers = [
         ctx.Process(
             target=worker_main,
-            args=(cfg, plans[k::procs], ready, go, start_at, out),
+            args=(cfg, plans[k::procs], ready, go, start_at, out, client),
             name=f"loadgen-{k}",
             daemon=True,
         )
@@ -552,7 +598,7 @@ def run_load(cfg: RunConfig, server: str = "server") -> RunResult:
     wall = max(stats.finished - start, 1e-9)
     overlaps, pairs = find_overlaps(stats.holds)
     lat = stats.latencies
-    return RunResult(
+    result = RunResult(
         workload=cfg.workload,
         server=server,
         url=f"http://{cfg.host}:{cfg.port}{cfg.prefix}",
@@ -576,6 +622,7 @@ def run_load(cfg: RunConfig, server: str = "server") -> RunResult:
         error_samples=stats.error_samples,
         overlap_samples=[describe_overlap(p, start) for p in pairs],
     )
+    return result, stats
 
 
 def print_problems(result: RunResult) -> None:
@@ -656,7 +703,14 @@ def server_argv(cmd: str, values: dict[str, str]) -> list[str]:
 class Server:
     """A server process under our control: started in its own session, always stopped."""
 
-    def __init__(self, spec: ServerSpec, descriptor: Path, reference_dir: Path, workdir: Path):
+    def __init__(
+        self,
+        spec: ServerSpec,
+        descriptor: Path,
+        reference_dir: Path,
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
+    ):
         self.spec = spec
         self.port = free_port()
         # A fresh directory per start: rentabot's database never carries locks between runs.
@@ -679,6 +733,7 @@ class Server:
             BENCH_REFERENCE_DIR=str(reference_dir),
             PYTHONUNBUFFERED="1",
         )
+        self.env.update(env or {})  # settings of the caller's (RENTABOT_*), last: they win
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 
@@ -751,9 +806,13 @@ def running_server(
     workdir: Path,
     ready_target: str,
     ready_timeout: float,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[Server, float]]:
-    """Start a server, wait until it is ready, yield it and its time to ready; then stop it."""
-    server = Server(spec, descriptor, reference_dir, workdir)
+    """Start a server, wait until it is ready, yield it and its time to ready; then stop it.
+
+    `env` adds to (or overrides) the environment the server inherits.
+    """
+    server = Server(spec, descriptor, reference_dir, workdir, env)
     try:
         server.start()
         ready_s = server.wait_ready(ready_target, ready_timeout)
