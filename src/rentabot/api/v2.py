@@ -40,7 +40,14 @@ from rentabot.domain.model import Lease
 from rentabot.service.leases import Queued, StillThere
 from rentabot.service.leases import Request as LeaseRequestOptions
 
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+async def runtime_dependency(request: Request) -> Runtime:
+    """The app's runtime. Async: FastAPI runs a plain `def` dependency in a worker thread,
+    a hop that cost more than the rest of a renewal."""
+    return runtime(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime_dependency)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorEnvelope, "description": "The token does not hold this lease."},
@@ -51,8 +58,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/api/v2", responses={503: {"model": ErrorEnvelope}})
 
 
-def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
-    """The lease token from `Authorization: Bearer <token>`."""
+async def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
+    """The lease token from `Authorization: Bearer <token>` (async: no thread hop)."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotHolderError(

@@ -72,8 +72,8 @@ class NotGrantedError(BusyError):
     code = "not_granted"
 
     def __init__(self, selector: Selector | Want, reason: str) -> None:
-        super().__init__(selector)
-        self.message = f"Not granted: the request {reason.replace('_', ' ')}"
+        RentabotError.__init__(self, f"Not granted: the request {reason.replace('_', ' ')}")
+        self.selector = selector
         self.reason = reason
 
 

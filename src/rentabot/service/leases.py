@@ -45,8 +45,8 @@ Clock = Callable[[], float]
 #: Answers whether the client is still connected (the HTTP layer's disconnect check).
 StillThere = Callable[[], Awaitable[bool]]
 
-#: Leases the expiry sweep ends per group commit (more wait for the next tick).
-SWEEP_BATCH = 500
+#: Leases the expiry sweep ends per group commit (the sweep repeats while batches are full).
+SWEEP_BATCH = 1000
 #: How often a long-poll re-reads its ticket, in case another process granted it.
 POLL_INTERVAL_S = 0.25
 
@@ -287,8 +287,14 @@ class LeaseService:
             while True:
                 event.clear()
                 outcome = self._status(ticket_id, token)
-                remaining = deadline - loop.time()
-                if not isinstance(outcome, Queued) or remaining <= 0:
+                if not isinstance(outcome, Queued):
+                    return outcome
+                # Never wait past the ticket's own deadline.
+                left = outcome.ticket.wait_until - self._clock()
+                remaining = min(deadline - loop.time(), left)
+                if left <= 0:
+                    return await self._time_out(outcome)
+                if remaining <= 0:
                     return outcome
                 if still_there is not None and not await still_there():
                     # The client hung up: its keep-alive starts now.
@@ -300,6 +306,16 @@ class LeaseService:
                     await asyncio.wait_for(event.wait(), min(remaining, POLL_INTERVAL_S))
         finally:
             self.wakeups.forget(ticket_id, event)
+
+    async def _time_out(self, queued: Queued) -> Lease | Queued:
+        """End a ticket whose wait ran out (the sweep would, a moment later) and say so with
+        NotGrantedError; unless it was granted in the meantime."""
+        ticket = queued.ticket
+        timed_out, woken = await self._database.write(partial(self._end_waiting, ticket.id))
+        self.wakeups.wake(woken)
+        if timed_out:
+            raise NotGrantedError(ticket.want, "timed_out")
+        return self._status(ticket.id, ticket.token)
 
     async def cancel(self, ticket_id: int, token: str) -> Ticket:
         """Leave the queue. What the ticket reserved goes to the next in line."""
@@ -331,10 +347,19 @@ class LeaseService:
             return _lease(row, store.held_by(lease_id) if row.ended_at is None else ())
 
     async def sweep(self) -> int:
-        """End expired leases and stale tickets, and serve the queue; returns leases ended."""
-        ended, woken = await self._database.write(self._sweep)
-        self.wakeups.wake(woken)
-        return ended
+        """End expired leases and stale tickets, and serve the queue; returns leases ended.
+
+        Repeats while a batch was full, so thousands of leases expiring together all end
+        within about a second; each batch is its own group commit, so requests are served
+        between them.
+        """
+        total = 0
+        while True:
+            ended, woken = await self._database.write(self._sweep)
+            self.wakeups.wake(woken)
+            total += ended
+            if ended < SWEEP_BATCH:
+                return total
 
     async def serve_queue(self, change: Callable[[Store], T]) -> T:
         """Run a change (an unlock, a force-release…) and serve the queue in its transaction;
@@ -540,6 +565,13 @@ class LeaseService:
         self._ticket(store, ticket_id, token)
         store.touch_ticket(ticket_id, seen_until)
 
+    def _end_waiting(self, ticket_id: int, store: Store) -> tuple[bool, list[int]]:
+        now = self._clock()
+        if not store.end_ticket(ticket_id, now, "timed_out"):
+            return False, []
+        store.add_event(now, "ticket_timed_out", detail={"ticket": ticket_id})
+        return True, self.serve(store, now)
+
     def _cancel(self, ticket_id: int, token: str, store: Store) -> tuple[Ticket, list[int]]:
         ticket = self._ticket(store, ticket_id, token)
         now = self._clock()
@@ -585,11 +617,11 @@ class LeaseService:
 
     def _sweep(self, store: Store) -> tuple[int, list[int]]:
         now = self._clock()
-        ended = 0
-        for lease_id in store.expired_leases(now, SWEEP_BATCH):
-            ended += 1
-            for resource_id in store.end_lease(lease_id, now, "expired"):
-                store.add_event(now, "expired", resource_id=resource_id, lease_id=lease_id)
+        freed = store.expire_due(now, SWEEP_BATCH)
+        store.add_lease_events(
+            (now, "expired", resource_id, lease_id) for lease_id, resource_id in freed
+        )
+        ended = len({lease_id for lease_id, _ in freed})
         left = []
         for ticket_id, reason in store.stale_tickets(now, self.policy.keepalive):
             if store.end_ticket(ticket_id, now, reason):

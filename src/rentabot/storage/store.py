@@ -307,14 +307,35 @@ class Store:
         ).fetchall()
         return sorted(row[0] for row in rows)
 
-    def expired_leases(self, now: float, limit: int) -> list[int]:
-        """Active leases whose deadline has passed, oldest deadline first."""
-        rows = self._run(
-            "SELECT id FROM leases WHERE ended_at IS NULL AND expires_at IS NOT NULL"
-            " AND expires_at <= ? ORDER BY expires_at LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        return [row[0] for row in rows]
+    def expire_due(self, now: float, limit: int) -> list[tuple[int, int]]:
+        """End up to `limit` active leases whose deadline has passed, and free what they hold.
+
+        Returns (lease id, resource id) for every resource freed. Set-based (three statements
+        per batch, not per lease), and conditional on the lease being active, so sweeps
+        racing each other or a release end a lease once.
+        """
+        ended = [
+            row[0]
+            for row in self._run(
+                "UPDATE leases SET ended_at = ?, end_reason = 'expired' WHERE id IN"
+                " (SELECT id FROM leases WHERE ended_at IS NULL AND expires_at IS NOT NULL"
+                " AND expires_at <= ? ORDER BY expires_at LIMIT ?) RETURNING id",
+                (now, now, limit),
+            ).fetchall()
+        ]
+        freed: list[tuple[int, int]] = []
+        for start in range(0, len(ended), 500):
+            chunk = ended[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            held = self._run(
+                f"SELECT lease_id, id FROM resources WHERE lease_id IN ({marks})", chunk
+            ).fetchall()
+            self._run(
+                f"UPDATE resources SET lease_id = NULL, updated_at = ? WHERE lease_id IN ({marks})",
+                [now, *chunk],
+            )
+            freed += [(row[0], row[1]) for row in held]
+        return sorted(freed)
 
     def claim(self, resource_id: int, lease_id: int, now: float, token: str) -> Resource | None:
         """Give a free resource to a lease (whose token is `token`). None when it is not
@@ -528,6 +549,12 @@ class Store:
         """Append many events of the form (at, kind, resource_id, detail JSON)."""
         self._run_many(
             "INSERT INTO events (at, kind, resource_id, detail) VALUES (?, ?, ?, ?)", rows
+        )
+
+    def add_lease_events(self, rows: Iterable[tuple[float, str, int, int]]) -> None:
+        """Append many events of the form (at, kind, resource_id, lease_id)."""
+        self._run_many(
+            "INSERT INTO events (at, kind, resource_id, lease_id) VALUES (?, ?, ?, ?)", rows
         )
 
     # ------------------------------------------------------------------ inventory

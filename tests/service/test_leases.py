@@ -1,0 +1,86 @@
+"""The lease service with a hand-moved clock: expiry sweeps and waits that run out."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+
+import pytest
+
+from rentabot.domain.errors import NotGrantedError
+from rentabot.domain.model import Lease, Want
+from rentabot.service.bootstrap import prepare_database
+from rentabot.service.leases import SWEEP_BATCH, LeasePolicy, LeaseService, Queued, Request
+from rentabot.settings import Settings
+from rentabot.storage.database import Database
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_thousands_of_leases_expiring_together_end_in_one_sweep(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """2.5 batches' worth of leases due at once: one sweep call ends them all, none early."""
+    count = SWEEP_BATCH * 5 // 2
+    settings = make_settings({f"r{i}": {"tags": ["t"]} for i in range(count)})
+    prepare_database(settings)
+    database = Database(settings.database_url)
+    clock = Clock()
+    leases = LeaseService(database, clock=clock)
+    granted = await asyncio.gather(
+        *(leases.acquire(Want(resource_ids=(i + 1,)), Request(ttl=60)) for i in range(count))
+    )
+    assert all(isinstance(lease, Lease) for lease in granted)
+    clock.now += 59.999
+    assert await leases.sweep() == 0
+    clock.now += 0.001
+    assert await leases.sweep() == count
+    with sqlite3.connect(settings.database_url.removeprefix("sqlite:///")) as connection:
+        held = connection.execute("SELECT COUNT(*) FROM resources WHERE lease_id IS NOT NULL")
+        assert held.fetchone() == (0,)
+        expired = connection.execute("SELECT COUNT(*) FROM events WHERE kind = 'expired'")
+        assert expired.fetchone() == (count,)
+    # A second sweep finds nothing left: no double expiry.
+    assert await leases.sweep() == 0
+    database.dispose()
+
+
+async def test_a_wait_that_runs_out_is_refused_not_left_waiting(database: Database) -> None:
+    """Asked to wait 0.3 s under a 30 s long-poll: NotGrantedError after 0.3 s, not a ticket."""
+    leases = LeaseService(database, policy=LeasePolicy(long_poll=30))
+    holder = await leases.acquire(Want(resource_ids=(1,)), Request())
+    assert isinstance(holder, Lease)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(NotGrantedError, match="timed out"):
+        await leases.acquire(Want(resource_ids=(1,)), Request(wait=0.3))
+    assert asyncio.get_running_loop().time() - started < 2
+    assert leases.queue() == []
+
+
+async def test_a_release_hands_the_resource_to_the_waiter_at_once(database: Database) -> None:
+    """The waiter's call returns its lease as soon as the holder releases."""
+    leases = LeaseService(database)
+    holder = await leases.acquire(Want(resource_ids=(2,)), Request())
+    assert isinstance(holder, Lease)
+    waiting = asyncio.create_task(leases.acquire(Want(resource_ids=(2,)), Request(wait=10)))
+    for _ in range(100):
+        if leases.queue():
+            break
+        await asyncio.sleep(0.01)
+    assert [ticket.state for ticket, _ in leases.queue()] == ["waiting"]
+    await leases.release(holder.id, holder.token)
+    granted = await asyncio.wait_for(waiting, 2)
+    assert not isinstance(granted, Queued)
+    assert granted.resources[0].id == 2
+    assert granted.resources[0].fence == holder.resources[0].fence + 1
