@@ -170,3 +170,18 @@ def test_resources_filter_by_tag_and_state_and_page(api: TestClient) -> None:
     free_ble = api.get("/api/v2/resources", params={"tag": "ble", "state": "available"}).json()
     assert [r["id"] for r in free_ble["resources"]] == [5]
     assert "token" not in str(api.get("/api/v2/resources").json())
+
+
+def test_a_wait_that_runs_out_answers_409_with_the_last_queue_position(
+    client: TestClient,
+) -> None:
+    """Held, and a 0.3 s wait (real clock): 409 not_granted, with why and the place it had."""
+    assert client.post("/api/v2/leases", json={"select": {"ids": [1]}}).status_code == 201
+    answer = client.post("/api/v2/leases", json={"select": {"ids": [1]}, "wait": 0.3})
+    assert answer.status_code == 409
+    assert answer.json()["error"] == {
+        "code": "not_granted",
+        "message": "Not granted: the request timed out",
+        "reason": "timed_out",
+        "position": 1,
+    }

@@ -62,8 +62,9 @@ async def test_a_wait_that_runs_out_is_refused_not_left_waiting(database: Databa
     holder = await leases.acquire(Want(resource_ids=(1,)), Request())
     assert isinstance(holder, Lease)
     started = asyncio.get_running_loop().time()
-    with pytest.raises(NotGrantedError, match="timed out"):
+    with pytest.raises(NotGrantedError, match="timed out") as refused:
         await leases.acquire(Want(resource_ids=(1,)), Request(wait=0.3))
+    assert (refused.value.reason, refused.value.position) == ("timed_out", 1)
     assert asyncio.get_running_loop().time() - started < 2
     assert leases.queue() == []
 

@@ -20,6 +20,7 @@ from rentabot.domain.errors import (
     BusyError,
     InvalidRequestError,
     NotFoundError,
+    NotGrantedError,
     NotHolderError,
     RentabotError,
 )
@@ -112,7 +113,12 @@ V2_STATUS: dict[type[RentabotError], int] = {
 def v2_error(error: RentabotError) -> Response:
     """`{"error": {"code", "message"}}` with the status of the error's kind."""
     status = next((code for kind, code in V2_STATUS.items() if isinstance(error, kind)), 400)
-    return json_response(status, {"error": {"code": error.code, "message": error.message}})
+    body: dict[str, object] = {"code": error.code, "message": error.message}
+    if isinstance(error, NotGrantedError):
+        body["reason"] = error.reason
+        if error.position is not None:
+            body["position"] = error.position
+    return json_response(status, {"error": body})
 
 
 async def _domain_error(request: Request, error: Exception) -> Response:

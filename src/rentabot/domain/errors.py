@@ -71,10 +71,12 @@ class NotGrantedError(BusyError):
 
     code = "not_granted"
 
-    def __init__(self, selector: Selector | Want, reason: str) -> None:
+    def __init__(self, selector: Selector | Want, reason: str, position: int | None = None) -> None:
         RentabotError.__init__(self, f"Not granted: the request {reason.replace('_', ' ')}")
         self.selector = selector
         self.reason = reason
+        #: Its last place in the queue, when known.
+        self.position = position
 
 
 class NotHolderError(RentabotError):

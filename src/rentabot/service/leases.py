@@ -314,7 +314,7 @@ class LeaseService:
         timed_out, woken = await self._database.write(partial(self._end_waiting, ticket.id))
         self.wakeups.wake(woken)
         if timed_out:
-            raise NotGrantedError(ticket.want, "timed_out")
+            raise NotGrantedError(ticket.want, "timed_out", queued.position)
         return self._status(ticket.id, ticket.token)
 
     async def cancel(self, ticket_id: int, token: str) -> Ticket:
