@@ -38,7 +38,7 @@ from rentabot.service.queue import (
     ticket_waiter,
 )
 from rentabot.storage.database import Database
-from rentabot.storage.store import LeaseRow, Store
+from rentabot.storage.store import Store
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -171,19 +171,9 @@ def claim(
     return resource
 
 
-def _lease(row: LeaseRow, resources: Sequence[Resource]) -> Lease:
-    return Lease(
-        id=row.id,
-        token=row.token,
-        owner=row.owner,
-        description=row.description,
-        acquired_at=row.acquired_at,
-        expires_at=row.expires_at,
-        ttl=row.ttl,
-        ended_at=row.ended_at,
-        end_reason=row.end_reason,
-        resources=tuple(resources),
-    )
+def _lease(row: Lease, resources: Sequence[Resource]) -> Lease:
+    """The lease with what it holds."""
+    return replace(row, resources=tuple(resources))
 
 
 def want_resolver(want: Want) -> Resolver:
@@ -504,11 +494,18 @@ class LeaseService:
         expires_at: float | None,
         resources: Sequence[Resource],
     ) -> Lease:
-        ttl = self.policy.lease_ttl(request.ttl)
-        row = LeaseRow(
-            lease_id, token, request.owner, request.description, now, expires_at, ttl, None, None
+        return Lease(
+            id=lease_id,
+            token=token,
+            owner=request.owner,
+            description=request.description,
+            acquired_at=now,
+            expires_at=expires_at,
+            ttl=self.policy.lease_ttl(request.ttl),
+            ended_at=None,
+            end_reason=None,
+            resources=tuple(resources),
         )
-        return _lease(row, resources)
 
     @staticmethod
     def _check_exists(store: Store, need: Need, selector: Selector | Want) -> None:
@@ -579,7 +576,7 @@ class LeaseService:
             return ticket, []
         return replace(ticket, state="cancelled", ended_at=now), self.serve(store, now)
 
-    def _row(self, store: Store, lease_id: int, token: str) -> LeaseRow:
+    def _row(self, store: Store, lease_id: int, token: str) -> Lease:
         """The lease if `token` is its token; raises LeaseNotFoundError / NotHolderError."""
         row = store.lease(lease_id)
         if row is None:
@@ -588,7 +585,7 @@ class LeaseService:
             raise NotHolderError(None, token, f"That token does not hold lease {lease_id}")
         return row
 
-    def _active_row(self, store: Store, lease_id: int, token: str, now: float) -> LeaseRow:
+    def _active_row(self, store: Store, lease_id: int, token: str, now: float) -> Lease:
         row = self._row(store, lease_id, token)
         if row.end_reason is not None:
             raise LeaseEndedError(lease_id, row.end_reason)

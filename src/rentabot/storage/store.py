@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rentabot.domain.model import Event, Resource, ResourceSpec, Ticket
+from rentabot.domain.model import Event, Lease, Resource, ResourceSpec, Ticket
 
 _RESOURCE_COLUMNS = (
     "r.id, r.name, r.description, r.endpoint, r.tags_text, r.properties, r.maintenance,"
@@ -49,6 +49,21 @@ def _resource(row: Sequence[Any]) -> Resource:
 _LEASE_COLUMNS = "id, token, owner, description, acquired_at, expires_at, ttl, ended_at, end_reason"
 
 
+def _lease(row: Sequence[Any]) -> Lease:
+    return Lease(
+        id=row[0],
+        token=row[1],
+        owner=row[2],
+        description=row[3],
+        acquired_at=row[4],
+        expires_at=row[5],
+        ttl=row[6],
+        ended_at=row[7],
+        end_reason=row[8],
+        resources=(),
+    )
+
+
 _TICKET_COLUMNS = (
     "id, token, request_id, owner, description, priority, count, resource_ids, tags, ttl,"
     " created_at, wait_until, last_seen_at, state, ended_at, lease_id"
@@ -75,21 +90,6 @@ def _ticket(row: Sequence[Any]) -> Ticket:
         ended_at=row[14],
         lease_id=row[15],
     )
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseRow:
-    """A lease row."""
-
-    id: int
-    token: str
-    owner: str | None
-    description: str | None
-    acquired_at: float
-    expires_at: float | None
-    ttl: float | None
-    ended_at: float | None
-    end_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,17 +259,17 @@ class Store:
             (lease_id, lease_id),
         )
 
-    def lease(self, lease_id: int) -> LeaseRow | None:
-        """The lease with this id, active or ended."""
+    def lease(self, lease_id: int) -> Lease | None:
+        """The lease with this id, active or ended (its `resources` left empty)."""
         row = self._run(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE id = ?", (lease_id,)).fetchone()
-        return LeaseRow(*row) if row else None
+        return _lease(row) if row else None
 
-    def lease_by_request_id(self, request_id: str) -> LeaseRow | None:
-        """The lease an earlier acquire with this client request id produced."""
+    def lease_by_request_id(self, request_id: str) -> Lease | None:
+        """The lease an earlier acquire with this client request id produced (no resources)."""
         row = self._run(
             f"SELECT {_LEASE_COLUMNS} FROM leases WHERE request_id = ?", (request_id,)
         ).fetchone()
-        return LeaseRow(*row) if row else None
+        return _lease(row) if row else None
 
     def held_by(self, lease_id: int) -> list[Resource]:
         """The resources a lease holds now, in id order, each with its fence."""
