@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -36,7 +36,7 @@ from rentabot.api.v2_schemas import (
     TicketOut,
 )
 from rentabot.domain.errors import NotHolderError
-from rentabot.domain.model import Lease
+from rentabot.domain.model import MAX_ID, Lease
 from rentabot.service.leases import Queued, StillThere
 from rentabot.service.leases import Request as LeaseRequestOptions
 
@@ -48,6 +48,10 @@ async def runtime_dependency(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime_dependency)]
+#: Ids in paths and queries: anything the database cannot hold is refused with 422.
+LeaseId = Annotated[int, Path(ge=1, le=MAX_ID)]
+TicketId = Annotated[int, Path(ge=1, le=MAX_ID)]
+ResourceId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorEnvelope, "description": "The token does not hold this lease."},
@@ -133,7 +137,7 @@ async def acquire(body: LeaseRequest, app: RuntimeDep, request: Request) -> JSON
     summary="Poll a waiting request (long-poll)",
 )
 async def poll_ticket(
-    ticket_id: int,
+    ticket_id: TicketId,
     token: TokenDep,
     app: RuntimeDep,
     request: Request,
@@ -156,7 +160,7 @@ async def poll_ticket(
     tags=["queue"],
     summary="Leave the queue",
 )
-async def cancel_ticket(ticket_id: int, token: TokenDep, app: RuntimeDep) -> TicketEnvelope:
+async def cancel_ticket(ticket_id: TicketId, token: TokenDep, app: RuntimeDep) -> TicketEnvelope:
     """Cancel a waiting request; what it had reserved goes to the next in line."""
     ticket = await app.leases.cancel(ticket_id, token)
     return TicketEnvelope(ticket=TicketOut.of(ticket, None), token=ticket.token)
@@ -176,7 +180,7 @@ async def queue(app: RuntimeDep) -> QueueOut:
     tags=["leases"],
     summary="Show a lease to its holder",
 )
-async def get_lease(lease_id: int, token: TokenDep, app: RuntimeDep) -> LeaseEnvelope:
+async def get_lease(lease_id: LeaseId, token: TokenDep, app: RuntimeDep) -> LeaseEnvelope:
     """The lease and what it holds; an ended lease shows how it ended and holds nothing."""
     return LeaseEnvelope(lease=LeaseOut.of(app.leases.get(lease_id, token)))
 
@@ -189,7 +193,7 @@ async def get_lease(lease_id: int, token: TokenDep, app: RuntimeDep) -> LeaseEnv
     summary="Renew a lease before it expires",
 )
 async def renew(
-    lease_id: int, token: TokenDep, app: RuntimeDep, body: RenewRequest | None = None
+    lease_id: LeaseId, token: TokenDep, app: RuntimeDep, body: RenewRequest | None = None
 ) -> LeaseEnvelope:
     """Its deadline becomes now + ttl. An ended or expired lease is refused (403)."""
     lease = await app.leases.renew(lease_id, token, body.ttl if body else None)
@@ -203,7 +207,7 @@ async def renew(
     tags=["leases"],
     summary="Release a lease",
 )
-async def release(lease_id: int, token: TokenDep, app: RuntimeDep) -> LeaseEnvelope:
+async def release(lease_id: LeaseId, token: TokenDep, app: RuntimeDep) -> LeaseEnvelope:
     """Free everything the lease holds. An ended or expired lease is refused (403)."""
     return LeaseEnvelope(lease=LeaseOut.of(await app.leases.release(lease_id, token)))
 
@@ -218,7 +222,7 @@ async def list_resources(
     app: RuntimeDep,
     tag: Annotated[list[str], Query(description="Every tag must match.")] = [],  # noqa: B006
     state: Literal["available", "locked", "maintenance"] | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ResourcePage:
     """Resources in id order; `tag` (repeatable) and `state` filter, `offset`/`limit` page."""
@@ -238,7 +242,7 @@ async def list_resources(
     summary="Take a resource out of service, or put it back",
 )
 async def maintenance(
-    resource_id: int, body: MaintenanceRequest, app: RuntimeDep
+    resource_id: ResourceId, body: MaintenanceRequest, app: RuntimeDep
 ) -> ResourceEnvelope:
     """In maintenance no new lease is granted; a lease already on it runs to its end.
     Back in service, it goes to the queue at once."""
@@ -256,7 +260,7 @@ async def maintenance(
     summary="End the lease holding a resource (audited)",
 )
 async def force_release(
-    resource_id: int, body: ForceReleaseRequest, app: RuntimeDep
+    resource_id: ResourceId, body: ForceReleaseRequest, app: RuntimeDep
 ) -> ForceReleased:
     """Ends the whole lease (everything it holds is freed and goes to the queue); its holder's
     token is refused from then on. The reason and actor are recorded in the events."""
@@ -269,9 +273,11 @@ async def force_release(
 @router.get("/events", response_model=EventPage, tags=["events"], summary="The audit trail")
 async def events(
     app: RuntimeDep,
-    since: Annotated[int, Query(ge=0, description="Only events after this event id.")] = 0,
-    resource_id: int | None = None,
-    lease_id: int | None = None,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_ID, description="Only events after this event id.")
+    ] = 0,
+    resource_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    lease_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     """Grants, releases, renewals, expiries, force-releases, maintenance and inventory
@@ -298,8 +304,8 @@ STREAM_KEEPALIVE_S = 15.0
 async def event_stream(
     app: RuntimeDep,
     request: Request,
-    since: Annotated[int | None, Query(ge=0)] = None,
-    last_event_id: Annotated[int | None, Header()] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
 ) -> StreamingResponse:
     """Every new event as it is committed: `id`, `event` (its kind) and `data` (its JSON).
     Reconnecting with `Last-Event-ID` (browsers do) or `?since=` resumes without a gap."""

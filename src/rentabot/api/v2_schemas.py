@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from rentabot.domain.model import Event, Lease, Resource, Ticket, Want
+from rentabot.domain.model import MAX_ID, Event, Lease, Resource, Ticket, Want
+
+
+def _no_nul(value: str) -> str:
+    # No database stores a NUL in text (PostgreSQL refuses it): say so instead of failing.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+#: Text from a client: no NUL characters.
+Text = Annotated[str, AfterValidator(_no_nul)]
+#: An id the database can hold.
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class Strict(BaseModel):
@@ -18,9 +31,9 @@ class Strict(BaseModel):
 class Select(Strict):
     """Which resources: these ids, these names, or `count` resources carrying every tag."""
 
-    ids: list[int] = Field(default_factory=list, max_length=1000, examples=[[4, 5]])
-    names: list[str] = Field(default_factory=list, max_length=1000, examples=[["nrf52-board-1"]])
-    tags: list[str] = Field(default_factory=list, max_length=50, examples=[["nrf52"]])
+    ids: list[RowId] = Field(default_factory=list, max_length=1000, examples=[[4, 5]])
+    names: list[Text] = Field(default_factory=list, max_length=1000, examples=[["nrf52-board-1"]])
+    tags: list[Text] = Field(default_factory=list, max_length=50, examples=[["nrf52"]])
     count: int = Field(default=1, ge=1, le=10_000)
 
     @model_validator(mode="after")
@@ -48,9 +61,9 @@ class LeaseRequest(Strict):
     ttl: float | None = Field(
         default=None, gt=0, description="Lease time in seconds; renew before it runs out."
     )
-    owner: str | None = Field(default=None, max_length=500, examples=["ci/job/42"])
-    description: str | None = Field(default=None, max_length=2000)
-    request_id: str | None = Field(
+    owner: Text | None = Field(default=None, max_length=500, examples=["ci/job/42"])
+    description: Text | None = Field(default=None, max_length=2000)
+    request_id: Text | None = Field(
         default=None,
         min_length=1,
         max_length=200,
@@ -230,15 +243,15 @@ class MaintenanceRequest(Strict):
     """Take a resource out of service, or put it back."""
 
     on: bool
-    reason: str | None = Field(default=None, max_length=2000)
-    actor: str | None = Field(default=None, max_length=500, description="Who does it.")
+    reason: Text | None = Field(default=None, max_length=2000)
+    actor: Text | None = Field(default=None, max_length=500, description="Who does it.")
 
 
 class ForceReleaseRequest(Strict):
     """End whatever lease holds a resource."""
 
-    reason: str | None = Field(default=None, max_length=2000)
-    actor: str | None = Field(default=None, max_length=500, description="Who does it.")
+    reason: Text | None = Field(default=None, max_length=2000)
+    actor: Text | None = Field(default=None, max_length=500, description="Who does it.")
 
 
 class ResourceEnvelope(BaseModel):
