@@ -13,7 +13,6 @@ from rentabot.domain.allocation import (
     FreeResource,
     TtlError,
     Waiter,
-    abandoned,
     allocate,
     is_expired,
     lease_expiry,
@@ -353,10 +352,3 @@ def test_is_expired_at_the_deadline_and_not_before() -> None:
     assert is_expired(deadline, deadline)
     assert not is_expired(deadline, math.nextafter(deadline, -math.inf))
     assert not is_expired(None, 1e18)
-
-
-def test_abandoned_after_more_than_keepalive() -> None:
-    """A waiter is abandoned only once it has been silent for longer than the keep-alive."""
-    assert not abandoned(last_seen=100.0, now=110.0, keepalive=30.0)
-    assert not abandoned(last_seen=100.0, now=130.0, keepalive=30.0)
-    assert abandoned(last_seen=100.0, now=130.001, keepalive=30.0)

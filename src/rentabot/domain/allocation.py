@@ -172,12 +172,3 @@ def lease_expiry(
 def is_expired(expires_at: float | None, now: float) -> bool:
     """Whether a lease is expired: at or after its deadline, never before (None: never)."""
     return expires_at is not None and expires_at <= now
-
-
-def abandoned(last_seen: float, now: float, keepalive: float) -> bool:
-    """Whether a waiter whose client last polled at `last_seen` has left the queue.
-
-    It leaves once it has not polled for longer than `keepalive` seconds (exactly that long
-    is still waiting).
-    """
-    return now - last_seen > keepalive

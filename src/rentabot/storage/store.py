@@ -6,11 +6,13 @@ Nothing here commits: the service owns the transaction (see `Database.transactio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rentabot.domain.model import Event, Lease, Resource, ResourceSpec, Ticket
+
+V = TypeVar("V")
 
 _RESOURCE_COLUMNS = (
     "r.id, r.name, r.description, r.endpoint, r.tags_text, r.properties, r.maintenance,"
@@ -23,6 +25,17 @@ _STATES = {
     "locked": "r.lease_id IS NOT NULL",
     "maintenance": "r.lease_id IS NULL AND r.maintenance",
 }
+
+
+#: Values bound in one `IN (...)`: under every driver's limit on parameters.
+_IN_CHUNK = 500
+
+
+def _in_chunks(values: Sequence[V]) -> Iterator[tuple[list[V], str]]:
+    """The values in slices small enough for one `IN (...)`, each with its placeholders."""
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = list(values[start : start + _IN_CHUNK])
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 def _properties(text: str | None) -> Mapping[str, str]:
@@ -219,9 +232,7 @@ class Store:
     def resource_ids_by_name(self, names: Sequence[str]) -> dict[str, int]:
         """Ids of the visible resources with these names (absent names are left out)."""
         found: dict[str, int] = {}
-        for start in range(0, len(names), 500):
-            chunk = list(names[start : start + 500])
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(names):
             for row in self._run(
                 f"SELECT r.name, r.id FROM resources r WHERE r.name IN ({marks}) AND {_VISIBLE}",
                 chunk,
@@ -324,9 +335,7 @@ class Store:
             ).fetchall()
         ]
         freed: list[tuple[int, int]] = []
-        for start in range(0, len(ended), 500):
-            chunk = ended[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(ended):
             held = self._run(
                 f"SELECT lease_id, id FROM resources WHERE lease_id IN ({marks})", chunk
             ).fetchall()
@@ -427,13 +436,6 @@ class Store:
         ).fetchall()
         return [_ticket(row) for row in rows]
 
-    def any_waiting(self) -> bool:
-        """Whether the queue holds anyone."""
-        return (
-            self._run("SELECT 1 FROM tickets WHERE state = 'waiting' LIMIT 1").fetchone()
-            is not None
-        )
-
     def end_ticket(
         self, ticket_id: int, now: float, state: str, lease_id: int | None = None
     ) -> bool:
@@ -453,7 +455,9 @@ class Store:
         )
 
     def stale_tickets(self, now: float, keepalive: float) -> list[tuple[int, str]]:
-        """Waiting tickets that must leave the queue, with why: `timed_out` or `abandoned`."""
+        """Waiting tickets that must leave the queue, with why: `timed_out` (its wait ran
+        out) or `abandoned` (not seen for longer than `keepalive`: a long-poll in progress
+        counts until its end, see `touch_ticket`)."""
         rows = self._run(
             "SELECT id, CASE WHEN wait_until <= ? THEN 'timed_out' ELSE 'abandoned' END"
             " FROM tickets WHERE state = 'waiting' AND (wait_until <= ? OR last_seen_at < ?)",
@@ -465,9 +469,7 @@ class Store:
         """The tags of these resources (every id is a key, tagless ones included)."""
         tags: dict[int, set[str]] = {resource_id: set() for resource_id in resource_ids}
         ids = list(tags)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(ids):
             for row in self._run(
                 f"SELECT resource_id, tag FROM resource_tags WHERE resource_id IN ({marks})",
                 chunk,
@@ -479,9 +481,7 @@ class Store:
         """Those of these resources that can be granted now."""
         ids = list(resource_ids)
         free: list[int] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(ids):
             free += [
                 row[0]
                 for row in self._run(
@@ -582,10 +582,7 @@ class Store:
         )
         names = [s.name for s in specs]
         ids: dict[str, int] = {}
-        # Chunked to stay under every driver's limit on bound parameters.
-        for start in range(0, len(names), 500):
-            chunk = names[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(names):
             for row in self._run(
                 f"SELECT id, name FROM resources WHERE name IN ({marks})", chunk
             ).fetchall():
@@ -613,9 +610,7 @@ class Store:
     def held_among(self, resource_ids: Sequence[int]) -> int:
         """How many of these resources a lease holds now."""
         held = 0
-        for start in range(0, len(resource_ids), 500):
-            chunk = list(resource_ids[start : start + 500])
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(resource_ids):
             row = self._run(
                 f"SELECT COUNT(*) FROM resources WHERE lease_id IS NOT NULL AND id IN ({marks})",
                 chunk,
