@@ -195,13 +195,7 @@ def want_resolver(want: Want) -> Resolver:
             return Need(ids, (), len(ids)), want
         if not all(is_plausible_text(tag) for tag in want.tags):
             raise NotFoundError(want, "No resource carries those tags")
-        existing = store.count_visible_with_tags(want.tags, want.count)
-        if existing < want.count:
-            raise NotFoundError(
-                want,
-                f"Only {existing} resource(s) carry the tags {list(want.tags)},"
-                f" {want.count} asked for",
-            )
+        # Whether enough exist is checked only if they cannot be granted (see _acquire).
         return Need(None, tuple(sorted(set(want.tags))), want.count), want
 
     return resolve
@@ -509,10 +503,25 @@ class LeaseService:
 
     @staticmethod
     def _check_exists(store: Store, need: Need, selector: Selector | Want) -> None:
-        """Explicit resources that cannot be granted must at least exist (NotFoundError)."""
-        for resource_id in need.resource_ids or ():
+        """What cannot be granted now must at least exist, or it could never be: explicit
+        resources, or enough resources with the tags (NotFoundError otherwise).
+
+        Checked only on this path, so a lock that succeeds pays no extra query."""
+        v1 = isinstance(selector, Selector)
+        if need.resource_ids is None:
+            existing = store.count_visible_with_tags(need.tags, need.count)
+            if existing >= need.count:
+                return
+            if v1:
+                raise NotFoundError(selector, "No resource found matching the tag(s)")
+            raise NotFoundError(
+                selector,
+                f"Only {existing} resource(s) carry the tags {list(need.tags)},"
+                f" {need.count} asked for",
+            )
+        for resource_id in need.resource_ids:
             if store.resource(resource_id) is None:
-                if isinstance(selector, Selector):
+                if v1:
                     raise NotFoundError(selector)
                 raise NotFoundError(selector, f"No resource with id {resource_id}")
 

@@ -117,8 +117,8 @@ class LockService:
                 raise NotFoundError(selector)
             return Need((found,), (), 1), selector
         if selector.tags:
-            plausible = all(is_plausible_text(tag) for tag in selector.tags)
-            if plausible and store.count_visible_with_tags(selector.tags, 1):
+            if all(is_plausible_text(tag) for tag in selector.tags):
+                # Whether any exists is checked only if none can be granted.
                 return Need(None, tuple(sorted(set(selector.tags))), 1), selector
             raise NotFoundError(selector, "No resource found matching the tag(s)")
         raise NotFoundError(selector)
