@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from rentabot.app import create_app
 from rentabot.service.bootstrap import prepare_database
 from rentabot.settings import Settings
-from rentabot.storage.database import Database
-from tests.support import EXAMPLES, write_descriptor
+from rentabot.storage.database import Database, open_database
+from tests.support import EXAMPLES, postgres_schema, write_descriptor
 
 #: Set by `.ci/run`: tests that would skip for lack of Chromium or PostgreSQL fail instead.
 REQUIRE_ALL = os.environ.get("RENTABOT_TEST_REQUIRE_ALL", "") not in ("", "0", "false")
@@ -36,6 +36,16 @@ def anyio_backend() -> str:
 def database_url(tmp_path: Path) -> str:
     """A fresh SQLite database file for this test."""
     return f"sqlite:///{tmp_path / 'rentabot.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema for this test (dropped after it), as a URL.
+
+    Skips (fails in CI) when no PostgreSQL answers at RENTABOT_TEST_POSTGRES_URL.
+    """
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture
@@ -62,7 +72,7 @@ def example_settings(database_url: str) -> Settings:
 def database(example_settings: Settings) -> Iterator[Database]:
     """The example resources in a migrated, synchronised database."""
     prepare_database(example_settings)
-    db = Database(example_settings.database_url)
+    db = open_database(example_settings.database_url)
     yield db
     db.dispose()
 

@@ -8,16 +8,65 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from sqlalchemy import inspect, text
+
+from rentabot.storage.database import Database, open_database
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "resources.yml"
 RENTABOT = Path(sys.executable).with_name("rentabot")
 V1 = "/rentabot/api/v1.0"
+
+
+#: The PostgreSQL the tests use (a schema of its own per test); this machine's by default.
+POSTGRES_URL = os.environ.get(
+    "RENTABOT_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+)
+
+
+def postgres_available() -> str | None:
+    """None when the tests' PostgreSQL answers; else why not."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'rentabot[postgres]')"
+    conninfo = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://", 1)
+    try:
+        psycopg.connect(conninfo, connect_timeout=3).close()
+    except psycopg.Error as error:
+        return f"no PostgreSQL at {POSTGRES_URL}: {str(error).strip()}"
+    return None
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema in the tests' PostgreSQL, dropped afterwards; yields its URL (the
+    schema is the connections' search path)."""
+    from tests.conftest import skip_or_fail
+
+    problem = postgres_available()
+    if problem is not None:
+        skip_or_fail(problem)
+    import psycopg
+
+    conninfo = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://", 1)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def write_descriptor(path: Path, resources: dict[str, Any]) -> Path:
@@ -39,19 +88,27 @@ class Server:
 
     def __init__(
         self,
-        database: Path,
+        database: Path | str,
         descriptor: Path | None,
         *,
         workers: int = 1,
         env: dict[str, str] | None = None,
+        log: Path | None = None,
     ) -> None:
-        self.database = database
+        """`database` is an SQLite file, or any database URL (then `log` is required)."""
+        if isinstance(database, Path):
+            self.database_url = f"sqlite:///{database}"
+            log = log or database.with_suffix(".log")
+        else:
+            self.database_url = database
+        if log is None:
+            raise ValueError("a server on a database URL needs a log file")
         self.descriptor = descriptor
         self.workers = workers
         self.env = env or {}
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = database.with_suffix(".log")
+        self.log = log
 
     @property
     def url(self) -> str:
@@ -61,13 +118,18 @@ class Server:
     def command(self) -> list[str]:
         """The command line that starts it."""
         command = [str(RENTABOT), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        command += ["--database", f"sqlite:///{self.database}", "--workers", str(self.workers)]
+        command += ["--database", self.database_url, "--workers", str(self.workers)]
         if self.descriptor is not None:
             command += ["--descriptor", str(self.descriptor)]
         return command
 
     def start(self, timeout: float = 30.0) -> Server:
         """Start it and wait until it answers; raise with its log if it does not."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process, without waiting for it to answer."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
         environment.update(self.env)
         with self.log.open("ab") as log:
@@ -78,6 +140,10 @@ class Server:
                 env=environment,
                 start_new_session=True,
             )
+
+    def wait_ready(self, timeout: float = 30.0) -> Server:
+        """Wait until the launched server answers; raise with its log if it does not."""
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -116,3 +182,92 @@ class Server:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+class Replicas:
+    """Several real `rentabot serve` processes sharing one database, each on its own port:
+    the multi-replica deployment of docs/deployment.md, on one machine."""
+
+    def __init__(
+        self,
+        database_url: str,
+        descriptor: Path | None,
+        count: int,
+        directory: Path,
+        *,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.servers = [
+            Server(database_url, descriptor, env=env, log=directory / f"replica-{index}.log")
+            for index in range(count)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        """Each replica's port, in order."""
+        return [server.port for server in self.servers]
+
+    @property
+    def urls(self) -> list[str]:
+        """Each replica's base URL, in order."""
+        return [server.url for server in self.servers]
+
+    def start(self, timeout: float = 60.0) -> Replicas:
+        """Start them all at once (they migrate and sync the descriptor concurrently, as
+        replicas rolled out together do) and wait until every one answers."""
+        for server in self.servers:
+            server.launch()
+        try:
+            for server in self.servers:
+                server.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def output(self) -> str:
+        """Every replica's log, one after the other."""
+        return "\n".join(
+            f"--- replica {index} ---\n{server.output()}"
+            for index, server in enumerate(self.servers)
+        )
+
+    def stop(self) -> None:
+        """Stop every replica."""
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> Replicas:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def rows(database: Database, sql: str) -> list[tuple[Any, ...]]:
+    """The rows a query returns, read through SQLAlchemy (on SQLite and PostgreSQL alike)."""
+    with database.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text(sql))]
+
+
+def execute(database: Database, sql: str) -> None:
+    """Run one statement and commit it."""
+    with database.engine.begin() as connection:
+        connection.execute(text(sql))
+
+
+def dump(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in a stable order: equal dumps, equal databases."""
+    database = open_database(database_url)
+    try:
+        with database.engine.connect() as connection:
+            tables = sorted(inspect(connection).get_table_names())
+            return {
+                table: sorted(
+                    (tuple(row) for row in connection.execute(text(f"SELECT * FROM {table}"))),
+                    key=repr,
+                )
+                for table in tables
+            }
+    finally:
+        database.dispose()

@@ -15,11 +15,12 @@ from rentabot.api import health, v1, v2
 from rentabot.api.errors import install_error_handlers
 from rentabot.api.runtime import Runtime
 from rentabot.service.admin import AdminService
+from rentabot.service.bootstrap import open_database_for
 from rentabot.service.leases import Clock, LeasePolicy, LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
 from rentabot.storage import migrate
-from rentabot.storage.database import Database, DatabaseUnavailableError
+from rentabot.storage.database import DatabaseUnavailableError
 from rentabot.web import routes as web
 
 log = logging.getLogger("rentabot")
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        database = open_database_for(settings)
         try:
             current, head = migrate.current_revision(database), migrate.head_revision(database)
             if current != head:
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 leases=leases,
                 admin=AdminService(database, leases),
             )
+            database.listen(leases.wakeups.wake)
             sweeper = asyncio.create_task(_sweep_expired_leases(leases), name="expiry sweep")
             yield
             sweeper.cancel()

@@ -23,7 +23,25 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         default="sqlite:///./rentabot.db",
-        description="SQLAlchemy URL of the database (SQLite file by default).",
+        description=(
+            "SQLAlchemy URL of the database: an SQLite file (the default), or PostgreSQL"
+            " (`postgresql+psycopg://user@host:5432/db`) for several replicas."
+        ),
+    )
+    db_pool_size: int = Field(
+        default=10,
+        ge=2,
+        le=500,
+        description="PostgreSQL: most connections each server process opens.",
+    )
+    db_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description=(
+            "PostgreSQL: longest wait (s) to connect, for a free connection, or for one"
+            " statement; past it the request answers 503."
+        ),
     )
     host: str = Field(default="127.0.0.1", description="Address `rentabot serve` listens on.")
     port: int = Field(default=5000, ge=0, le=65535, description="Port `rentabot serve` uses.")

@@ -1,8 +1,10 @@
-"""Mutual exclusion through real HTTP, against a real `rentabot serve` with 1 and 3 workers.
+"""Mutual exclusion through real HTTP, against real `rentabot serve` processes: one server
+with 1 and 3 workers on SQLite, and 2 and 3 replicas on one PostgreSQL.
 
 Every race starts its threads together on a `threading.Barrier`; each thread keeps its own
-keep-alive connection, so the requests really overlap in the server (and, with 3 workers,
-in different processes sharing one SQLite file).
+keep-alive connection, so the requests really overlap in the server (with 3 workers, in
+different processes sharing one SQLite file; with replicas, thread i talks to replica
+i mod N, so every round is fought between replicas).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import skip_or_fail
-from tests.support import RENTABOT, V1, Server, write_descriptor
+from tests.support import RENTABOT, V1, Replicas, Server, postgres_schema, write_descriptor
 
 pytestmark = pytest.mark.e2e
 
@@ -69,9 +71,10 @@ class Connection:
 
 
 def run_threads(
-    port: int, count: int, body: Callable[[int, Connection, threading.Barrier], None]
+    ports: list[int], count: int, body: Callable[[int, Connection, threading.Barrier], None]
 ) -> None:
-    """Run `body(index, connection, barrier)` in `count` threads with one shared barrier.
+    """Run `body(index, connection, barrier)` in `count` threads with one shared barrier;
+    thread i talks to `ports[i % len(ports)]`.
 
     A thread that fails breaks the barrier, so the others stop instead of waiting forever;
     the first failure is raised here.
@@ -80,7 +83,7 @@ def run_threads(
     failures: list[BaseException] = []
 
     def main(index: int) -> None:
-        connection = Connection(port)
+        connection = Connection(ports[index % len(ports)])
         try:
             body(index, connection, barrier)
         except threading.BrokenBarrierError:
@@ -102,14 +105,20 @@ def run_threads(
     assert not barrier.broken, "the barrier broke without a failure (timeout?)"
 
 
-@pytest.fixture(scope="module", params=[1, 3], ids=["workers=1", "workers=3"])
-def server(
+@pytest.fixture(
+    scope="module",
+    params=[("sqlite", 1), ("sqlite", 3), ("postgresql", 2), ("postgresql", 3)],
+    ids=["sqlite-workers=1", "sqlite-workers=3", "postgresql-replicas=2", "postgresql-replicas=3"],
+)
+def ports(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """A real server (1 or 3 worker processes) with the race descriptor."""
+) -> Iterator[list[int]]:
+    """The ports of a real deployment with the race descriptor: one server with 1 or 3
+    worker processes on SQLite, or 2 or 3 replicas on one PostgreSQL."""
     if not RENTABOT.exists():
         skip_or_fail(f"the rentabot console script is not installed at {RENTABOT}")
-    directory = tmp_path_factory.mktemp(f"races-{request.param}")
+    backend, count = request.param
+    directory = tmp_path_factory.mktemp(f"races-{backend}-{count}")
     resources: dict[str, Any] = {
         "contended": {"description": "one id, many lockers"},
         "double": {"description": "unlocked twice at once"},
@@ -120,19 +129,23 @@ def server(
             resources[f"decoy-{index}"] = {"tags": f"{POOL_TAG}-x bench{index}"}
             resources[f"bare-{index}"] = {"description": "no tags"}
     descriptor = write_descriptor(directory / "resources.yml", resources)
-    with Server(directory / "rentabot.db", descriptor, workers=request.param) as running:
+    if backend == "postgresql":
+        with postgres_schema() as url, Replicas(url, descriptor, count, directory) as replicas:
+            yield replicas.ports
+        return
+    with Server(directory / "rentabot.db", descriptor, workers=count) as running:
         # start() returns once one worker answers: wait for all of them, so all of them race.
         deadline = time.monotonic() + WAIT_S
-        while running.output().count("Application startup complete") < request.param:
+        while running.output().count("Application startup complete") < count:
             assert time.monotonic() < deadline, f"workers did not start:\n{running.output()}"
             time.sleep(0.05)
-        yield running
+        yield [running.port]
 
 
 @pytest.fixture
-def pool_ids(server: Server) -> set[int]:
+def pool_ids(ports: list[int]) -> set[int]:
     """The ids of the resources carrying the pool tag."""
-    connection = Connection(server.port)
+    connection = Connection(ports[0])
     try:
         status, body = connection.request("GET", f"{V1}/resources")
     finally:
@@ -143,7 +156,7 @@ def pool_ids(server: Server) -> set[int]:
     return tagged
 
 
-def test_one_lock_wins_each_round_of_32_concurrent_lockers(server: Server) -> None:
+def test_one_lock_wins_each_round_of_32_concurrent_lockers(ports: list[int]) -> None:
     """32 threads lock one free id at once, 200 rounds: exactly one 200, 31 busy 403s."""
     threads, rounds = 32, 200
     answers: list[list[Answer | None]] = [[None] * threads for _ in range(rounds)]
@@ -158,7 +171,7 @@ def test_one_lock_wins_each_round_of_32_concurrent_lockers(server: Server) -> No
             if answer[0] == 200:
                 unlocks[round_].append(connection.unlock(TARGET_ID, answer[1]["lock-token"])[0])
 
-    run_threads(server.port, threads, race)
+    run_threads(ports, threads, race)
 
     for round_, round_answers in enumerate(answers):
         statuses = [answer[0] for answer in round_answers if answer is not None]
@@ -178,7 +191,7 @@ def test_one_lock_wins_each_round_of_32_concurrent_lockers(server: Server) -> No
 
 
 def test_lock_by_tag_grants_each_pool_member_to_exactly_one_of_2m_racers(
-    server: Server, pool_ids: set[int]
+    ports: list[int], pool_ids: set[int]
 ) -> None:
     """2M threads lock by tag among M tagged resources: M winners on M distinct tagged ids."""
     threads, rounds = 2 * POOL_SIZE, 20
@@ -197,7 +210,7 @@ def test_lock_by_tag_grants_each_pool_member_to_exactly_one_of_2m_racers(
                     connection.unlock(resource["id"], answer[1]["lock-token"])[0]
                 )
 
-    run_threads(server.port, threads, race)
+    run_threads(ports, threads, race)
 
     for round_, round_answers in enumerate(answers):
         assert all(answer is not None for answer in round_answers), f"round {round_}"
@@ -214,11 +227,11 @@ def test_lock_by_tag_grants_each_pool_member_to_exactly_one_of_2m_racers(
 
 
 def test_concurrent_double_unlock_frees_once_and_never_the_next_holders_lock(
-    server: Server,
+    ports: list[int],
 ) -> None:
     """Two same-token unlocks race a locker: one unlock wins; the locker's new lock stays held."""
     rounds, max_attempts = 100, 5000
-    main = Connection(server.port)
+    main = Connection(ports[-1])
     try:
         for round_ in range(rounds):
             status, body = main.lock(DOUBLE_ID)
@@ -245,7 +258,7 @@ def test_concurrent_double_unlock_frees_once_and_never_the_next_holders_lock(
                         third.append(answer)
                         return
 
-            run_threads(server.port, 3, race)
+            run_threads(ports, 3, race)
 
             assert sorted(unlock_statuses) == [200, 403], f"round {round_}: {unlock_statuses}"
             assert len(third) == 1, f"round {round_}: the third thread never got the lock"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 
 import pytest
@@ -11,13 +10,13 @@ import pytest
 from rentabot.domain.errors import InvalidRequestError
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
+from tests.support import execute, rows
 
 pytestmark = pytest.mark.anyio
 
 
 def _event_kinds(database: Database) -> list[str]:
-    with sqlite3.connect(database.url.database or "") as connection:
-        return [row[0] for row in connection.execute("SELECT kind FROM events ORDER BY id")]
+    return [row[0] for row in rows(database, "SELECT kind FROM events ORDER BY id")]
 
 
 def _write_event(kind: str) -> Callable[[Store], str]:
@@ -40,8 +39,7 @@ def _write_then_crash(store: Store) -> None:
 
 async def _clean(database: Database) -> None:
     # The example database starts with inventory events; start from none.
-    with sqlite3.connect(database.url.database or "") as connection:
-        connection.execute("DELETE FROM events")
+    execute(database, "DELETE FROM events")
 
 
 async def test_a_refused_operation_undoes_only_its_own_writes(database: Database) -> None:

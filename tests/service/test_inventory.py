@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +14,8 @@ from rentabot.service.bootstrap import prepare_database
 from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
-from rentabot.storage.database import Database
+from rentabot.storage.database import Database, open_database
+from tests.support import dump
 
 pytestmark = pytest.mark.anyio
 
@@ -26,17 +27,12 @@ def _service(database: Database) -> LockService:
 
 
 def _listing(settings: Settings) -> list[tuple[int, str, str | None, tuple[str, ...]]]:
-    database = Database(settings.database_url)
+    database = open_database(settings.database_url)
     try:
-        return [(r.id, r.name, r.description, r.tags) for r in _service(database).resources()]
+        listed = asyncio.run(_service(database).resources())
+        return [(r.id, r.name, r.description, r.tags) for r in listed]
     finally:
         database.dispose()
-
-
-def _dump(settings: Settings) -> list[str]:
-    path = settings.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as connection:
-        return list(connection.iterdump())
 
 
 def test_first_start_numbers_resources_in_file_order(make_settings: MakeSettings) -> None:
@@ -80,20 +76,20 @@ async def test_removed_resources_retire_but_a_held_lock_is_never_dropped(
     """A held resource that leaves the descriptor stays held and visible until unlocked."""
     settings = make_settings({"a": {}, "b": {}, "c": {}})
     prepare_database(settings)
-    database = Database(settings.database_url)
+    database = open_database(settings.database_url)
     service = _service(database)
     grant = await service.lock(Selector(name="b"))
 
     report = prepare_database(make_settings({"a": {}}))
     assert (report.sync.retired, report.sync.retired_but_held) == (2, 1)
-    assert [r.name for r in service.resources()] == ["a", "b"]
-    assert service.resource(2).lock_token == grant.token
+    assert [r.name for r in (await service.resources())] == ["a", "b"]
+    assert (await service.resource(2)).lock_token == grant.token
     await service.unlock(2, grant.token)
-    assert [r.name for r in service.resources()] == ["a"]
+    assert [r.name for r in (await service.resources())] == ["a"]
 
     # Back in the descriptor: the same id again.
     prepare_database(make_settings({"a": {}, "c": {}, "b": {}}))
-    assert [(r.id, r.name) for r in service.resources()] == [(1, "a"), (2, "b"), (3, "c")]
+    assert [(r.id, r.name) for r in (await service.resources())] == [(1, "a"), (2, "b"), (3, "c")]
     database.dispose()
 
 
@@ -103,14 +99,14 @@ def test_an_invalid_descriptor_leaves_the_database_untouched(
     """A bad descriptor raises DescriptorError with file and line; not a row changes."""
     settings = make_settings({"a": {}, "b": {}})
     prepare_database(settings)
-    before = _dump(settings)
+    before = dump(settings.database_url)
     bad = tmp_path / "bad.yml"
     bad.write_text("a: {}\nb:\n  colour: red\n")
     with pytest.raises(DescriptorError) as raised:
         prepare_database(make_settings(resource_descriptor=bad))
     assert raised.value.source == str(bad)
     assert raised.value.line == 3
-    assert _dump(settings) == before
+    assert dump(settings.database_url) == before
 
 
 def test_a_missing_descriptor_file_is_an_error_before_any_write(
@@ -120,7 +116,10 @@ def test_a_missing_descriptor_file_is_an_error_before_any_write(
     settings = make_settings(resource_descriptor=tmp_path / "absent.yml")
     with pytest.raises(DescriptorError, match="no such file"):
         prepare_database(settings)
-    assert not Path(settings.database_url.removeprefix("sqlite:///")).exists()
+    if settings.database_url.startswith("sqlite:"):
+        assert not Path(settings.database_url.removeprefix("sqlite:///")).exists()
+    else:
+        assert dump(settings.database_url) == {}
 
 
 def test_no_descriptor_serves_no_resources_and_says_so(
@@ -142,6 +141,7 @@ def test_properties_are_stored_and_returned(make_settings: MakeSettings) -> None
     """The descriptor's properties reach the resource as a string map."""
     settings = make_settings({"a": {"properties": {"serial": "123", "baud": 115200}}})
     prepare_database(settings)
-    database = Database(settings.database_url)
-    assert _service(database).resource(1).properties == {"serial": "123", "baud": "115200"}
+    database = open_database(settings.database_url)
+    resource = asyncio.run(_service(database).resource(1))
+    assert resource.properties == {"serial": "123", "baud": "115200"}
     database.dispose()

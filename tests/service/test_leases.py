@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 
 import pytest
@@ -13,7 +12,8 @@ from rentabot.domain.model import Lease, Want
 from rentabot.service.bootstrap import prepare_database
 from rentabot.service.leases import SWEEP_BATCH, LeasePolicy, LeaseService, Queued, Request
 from rentabot.settings import Settings
-from rentabot.storage.database import Database
+from rentabot.storage.database import Database, open_database
+from tests.support import rows
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +35,7 @@ async def test_thousands_of_leases_expiring_together_end_in_one_sweep(
     count = SWEEP_BATCH * 5 // 2
     settings = make_settings({f"r{i}": {"tags": ["t"]} for i in range(count)})
     prepare_database(settings)
-    database = Database(settings.database_url)
+    database = open_database(settings.database_url)
     clock = Clock()
     leases = LeaseService(database, clock=clock)
     granted = await asyncio.gather(
@@ -46,11 +46,8 @@ async def test_thousands_of_leases_expiring_together_end_in_one_sweep(
     assert await leases.sweep() == 0
     clock.now += 0.001
     assert await leases.sweep() == count
-    with sqlite3.connect(settings.database_url.removeprefix("sqlite:///")) as connection:
-        held = connection.execute("SELECT COUNT(*) FROM resources WHERE lease_id IS NOT NULL")
-        assert held.fetchone() == (0,)
-        expired = connection.execute("SELECT COUNT(*) FROM events WHERE kind = 'expired'")
-        assert expired.fetchone() == (count,)
+    assert rows(database, "SELECT COUNT(*) FROM resources WHERE lease_id IS NOT NULL") == [(0,)]
+    assert rows(database, "SELECT COUNT(*) FROM events WHERE kind = 'expired'") == [(count,)]
     # A second sweep finds nothing left: no double expiry.
     assert await leases.sweep() == 0
     database.dispose()
@@ -66,7 +63,7 @@ async def test_a_wait_that_runs_out_is_refused_not_left_waiting(database: Databa
         await leases.acquire(Want(resource_ids=(1,)), Request(wait=0.3))
     assert (refused.value.reason, refused.value.position) == ("timed_out", 1)
     assert asyncio.get_running_loop().time() - started < 2
-    assert leases.queue() == []
+    assert await leases.queue() == []
 
 
 async def test_a_release_hands_the_resource_to_the_waiter_at_once(database: Database) -> None:
@@ -76,10 +73,10 @@ async def test_a_release_hands_the_resource_to_the_waiter_at_once(database: Data
     assert isinstance(holder, Lease)
     waiting = asyncio.create_task(leases.acquire(Want(resource_ids=(2,)), Request(wait=10)))
     for _ in range(100):
-        if leases.queue():
+        if await leases.queue():
             break
         await asyncio.sleep(0.01)
-    assert [ticket.state for ticket, _ in leases.queue()] == ["waiting"]
+    assert [ticket.state for ticket, _ in (await leases.queue())] == ["waiting"]
     await leases.release(holder.id, holder.token)
     granted = await asyncio.wait_for(waiting, 2)
     assert not isinstance(granted, Queued)

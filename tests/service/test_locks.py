@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 
 import pytest
 
@@ -13,13 +12,9 @@ from rentabot.domain.model import Selector
 from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.storage.database import Database
+from tests.support import rows
 
 pytestmark = pytest.mark.anyio
-
-
-def _rows(database: Database, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(database.url.database or "") as connection:
-        return list(connection.execute(sql))
 
 
 async def test_lock_then_unlock_by_id(database: Database) -> None:
@@ -28,9 +23,9 @@ async def test_lock_then_unlock_by_id(database: Database) -> None:
     grant = await service.lock(Selector(resource_id=2))
     assert grant.resource.id == 2
     assert grant.resource.lock_token == grant.token
-    assert service.resource(2).lock_token == grant.token
+    assert (await service.resource(2)).lock_token == grant.token
     await service.unlock(2, grant.token)
-    assert service.resource(2).lock_token is None
+    assert (await service.resource(2)).lock_token is None
 
 
 async def test_busy_and_not_found(database: Database) -> None:
@@ -70,7 +65,7 @@ async def test_unlock_errors_change_nothing(database: Database) -> None:
             await service.unlock(3, token)
     with pytest.raises(NotFoundError):
         await service.unlock(42, grant.token)
-    assert service.resource(3).lock_token == grant.token
+    assert (await service.resource(3)).lock_token == grant.token
     await service.unlock(3, grant.token)
 
 
@@ -82,7 +77,7 @@ async def test_a_released_token_cannot_free_the_next_holder(database: Database) 
     new = await service.lock(Selector(resource_id=1))
     with pytest.raises(NotHolderError):
         await service.unlock(1, old.token)
-    assert service.resource(1).lock_token == new.token
+    assert (await service.resource(1)).lock_token == new.token
 
 
 async def test_fences_strictly_increase_per_resource(database: Database) -> None:
@@ -103,7 +98,7 @@ async def test_grants_and_releases_are_audited(database: Database) -> None:
     service = LockService(database, LeaseService(database))
     grant = await service.lock(Selector(resource_id=2), owner="ci/job/7")
     await service.unlock(2, grant.token)
-    events = _rows(
+    events = rows(
         database,
         "SELECT kind, resource_id, lease_id, actor, detail FROM events"
         " WHERE kind IN ('granted', 'released') ORDER BY id",
@@ -114,7 +109,7 @@ async def test_grants_and_releases_are_audited(database: Database) -> None:
     ]
     assert events[0][3] == "ci/job/7"
     assert json.loads(str(events[0][4])) == {"fence": 1, "expires_at": None}
-    ended = _rows(database, f"SELECT end_reason FROM leases WHERE id = {grant.lease_id}")
+    ended = rows(database, f"SELECT end_reason FROM leases WHERE id = {grant.lease_id}")
     assert ended == [("released",)]
 
 
@@ -127,8 +122,8 @@ async def test_concurrent_locks_of_one_resource_have_one_winner(database: Databa
     winners = [o for o in outcomes if not isinstance(o, BaseException)]
     assert len(winners) == 1
     assert all(isinstance(o, BusyError) for o in outcomes if isinstance(o, BaseException))
-    assert service.resource(1).lock_token == winners[0].token
-    leases = _rows(database, "SELECT COUNT(*) FROM leases")
+    assert (await service.resource(1)).lock_token == winners[0].token
+    leases = rows(database, "SELECT COUNT(*) FROM leases")
     assert leases == [(1,)], "the losers' savepoints must leave no lease behind"
 
 
@@ -147,4 +142,4 @@ async def test_concurrent_double_unlock_frees_once(database: Database) -> None:
     assert not isinstance(new, BaseException)
     assert new is not None
     assert isinstance(outcomes[2], NotHolderError)
-    assert service.resource(1).lock_token == new.token
+    assert (await service.resource(1)).lock_token == new.token

@@ -18,10 +18,15 @@ router = APIRouter(tags=["operations"])
 async def healthz(request: Request) -> Response:
     """200 with `{"status": "ok"}` when the database answers, 503 otherwise."""
     database = runtime(request).database
+    about = {
+        "version": __version__,
+        "backend": database.backend,
+        # Whether grants made by other replicas wake this one's waiters at once, or only
+        # at the next re-check (PostgreSQL's listener down; always so on SQLite).
+        "wakeups": "notified" if database.listening else "polling",
+    }
     try:
         await run_in_threadpool(database.ping)
     except DatabaseUnavailableError as error:
-        return json_response(
-            503, {"status": "unavailable", "database": str(error), "version": __version__}
-        )
-    return json_response(200, {"status": "ok", "database": "ok", "version": __version__})
+        return json_response(503, {"status": "unavailable", "database": str(error), **about})
+    return json_response(200, {"status": "ok", "database": "ok", **about})

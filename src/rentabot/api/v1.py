@@ -8,7 +8,6 @@ in the README and `seed-api.md`; the OpenAPI document describes v2.
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -80,7 +79,7 @@ def _locked(grant: Grant) -> Response:
 async def list_resources(request: Request) -> Response:
     """`GET …/resources`: every resource in id order (the listing may be large: off-loop)."""
     app = runtime(request)
-    resources = await run_in_threadpool(app.locks.resources)
+    resources = await app.locks.resources()
     expose = app.settings.expose_lock_tokens
     return json_response(
         200, {"resources": [v1_resource(r, expose_tokens=expose) for r in resources]}
@@ -92,7 +91,7 @@ async def get_resource(request: Request) -> Response:
     app = runtime(request)
     expose = app.settings.expose_lock_tokens
     try:
-        resource = app.locks.resource(_path_id(request))
+        resource = await app.locks.resource(_path_id(request))
     except RentabotError as error:
         return v1_error(error, None, expose_tokens=expose)
     return json_response(200, {"resource": v1_resource(resource, expose_tokens=expose)})

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from rentabot.api.runtime import Runtime, runtime
 from rentabot.api.v2_schemas import (
@@ -169,7 +167,7 @@ async def cancel_ticket(ticket_id: TicketId, token: TokenDep, app: RuntimeDep) -
 @router.get("/queue", response_model=QueueOut, tags=["queue"], summary="The wait queue")
 async def queue(app: RuntimeDep) -> QueueOut:
     """Every waiting request in the order it will be served (no tokens)."""
-    waiting = await run_in_threadpool(app.leases.queue)
+    waiting = await app.leases.queue()
     return QueueOut(tickets=[TicketOut.of(ticket, place) for ticket, place in waiting])
 
 
@@ -182,7 +180,7 @@ async def queue(app: RuntimeDep) -> QueueOut:
 )
 async def get_lease(lease_id: LeaseId, token: TokenDep, app: RuntimeDep) -> LeaseEnvelope:
     """The lease and what it holds; an ended lease shows how it ended and holds nothing."""
-    return LeaseEnvelope(lease=LeaseOut.of(app.leases.get(lease_id, token)))
+    return LeaseEnvelope(lease=LeaseOut.of(await app.leases.get(lease_id, token)))
 
 
 @router.post(
@@ -226,9 +224,7 @@ async def list_resources(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ResourcePage:
     """Resources in id order; `tag` (repeatable) and `state` filter, `offset`/`limit` page."""
-    resources, total = await run_in_threadpool(
-        app.locks.resources_page, tuple(tag), state, offset, limit
-    )
+    resources, total = await app.locks.resources_page(tuple(tag), state, offset, limit)
     return ResourcePage(
         resources=[ResourceOut.of(r) for r in resources], total=total, offset=offset, limit=limit
     )
@@ -266,7 +262,7 @@ async def force_release(
     token is refused from then on. The reason and actor are recorded in the events."""
     lease_id = await app.admin.force_release(resource_id, reason=body.reason, actor=body.actor)
     return ForceReleased(
-        lease_id=lease_id, resource=ResourceOut.of(app.locks.resource(resource_id))
+        lease_id=lease_id, resource=ResourceOut.of(await app.locks.resource(resource_id))
     )
 
 
@@ -282,10 +278,8 @@ async def events(
 ) -> EventPage:
     """Grants, releases, renewals, expiries, force-releases, maintenance and inventory
     changes, oldest first; page with `since`."""
-    found = await run_in_threadpool(
-        partial(
-            app.admin.events, after=since, resource_id=resource_id, lease_id=lease_id, limit=limit
-        )
+    found = await app.admin.events(
+        after=since, resource_id=resource_id, lease_id=lease_id, limit=limit
     )
     return EventPage(events=[EventOut.of(e) for e in found], last=found[-1].id if found else since)
 
@@ -312,14 +306,14 @@ async def event_stream(
     cursor = last_event_id if last_event_id is not None else since
     if cursor is None:
         # A new subscriber gets what happens from now on.
-        cursor = await run_in_threadpool(app.admin.last_event_id)
+        cursor = await app.admin.last_event_id()
 
     async def stream() -> AsyncIterator[str]:
         position = cursor
         quiet_since = time.monotonic()
         yield "retry: 1000\n\n"
         while not await request.is_disconnected():
-            found = app.admin.events(after=position, limit=500)
+            found = await app.admin.events(after=position, limit=500)
             for event in found:
                 data = EventOut.of(event).model_dump_json()
                 yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"

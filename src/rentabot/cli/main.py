@@ -141,13 +141,13 @@ def db() -> None:
 @click.option("--database", help="Database URL.  [RENTABOT_DATABASE_URL]")
 def upgrade(database: str | None) -> None:
     """Create or upgrade the database schema to this version's (serve does it too)."""
+    from rentabot.service.bootstrap import open_database_for
     from rentabot.storage import migrate
-    from rentabot.storage.database import Database
 
     settings = _settings(database_url=database)
     _configure_logging(settings.log_level)
     try:
-        target = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        target = open_database_for(settings)
         try:
             before, after = migrate.upgrade(target)
         finally:

@@ -29,7 +29,7 @@ class AdminService:
         await self._leases.serve_queue(
             partial(self._set_maintenance, resource_id, on, reason, actor)
         )
-        return self._resource(resource_id)
+        return await self._resource(resource_id)
 
     async def force_release(
         self, resource_id: int, *, reason: str | None, actor: str | None
@@ -40,7 +40,7 @@ class AdminService:
             partial(self._force_release, resource_id, reason, actor)
         )
 
-    def events(
+    async def events(
         self,
         *,
         after: int = 0,
@@ -49,19 +49,19 @@ class AdminService:
         limit: int = 100,
     ) -> list[Event]:
         """The audit trail after event `after`, oldest first."""
-        with self._database.reader() as store:
-            return store.events(
+        return await self._database.read(
+            lambda store: store.events(
                 after=after, resource_id=resource_id, lease_id=lease_id, limit=limit
-            )
+            ),
+            large=limit > 100,
+        )
 
-    def last_event_id(self) -> int:
+    async def last_event_id(self) -> int:
         """The id of the newest event (0: none yet)."""
-        with self._database.reader() as store:
-            return store.last_event_id()
+        return await self._database.read(Store.last_event_id)
 
-    def _resource(self, resource_id: int) -> Resource:
-        with self._database.reader() as store:
-            resource = store.resource(resource_id)
+    async def _resource(self, resource_id: int) -> Resource:
+        resource = await self._database.read(lambda store: store.resource(resource_id))
         if resource is None:
             raise NotFoundError(Selector(resource_id=resource_id))
         return resource

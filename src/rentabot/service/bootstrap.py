@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from rentabot.service.inventory import SyncReport, read_descriptor, sync_inventory
 from rentabot.settings import Settings
 from rentabot.storage import migrate
-from rentabot.storage.database import Database
+from rentabot.storage.database import Database, open_database
 
 log = logging.getLogger("rentabot")
 
@@ -22,6 +22,16 @@ class StartupReport:
     schema_before: str | None
     schema_after: str | None
     sync: SyncReport
+
+
+def open_database_for(settings: Settings) -> Database:
+    """The database the settings name, with their options."""
+    return open_database(
+        settings.database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        pool_size=settings.db_pool_size,
+        timeout=settings.db_timeout,
+    )
 
 
 def prepare_database(settings: Settings) -> StartupReport:
@@ -37,7 +47,7 @@ def prepare_database(settings: Settings) -> StartupReport:
             "no resource descriptor set (RENTABOT_RESOURCE_DESCRIPTOR or --descriptor):"
             " serving no resources"
         )
-    database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    database = open_database_for(settings)
     try:
         before, after = migrate.upgrade(database)
         if before != after:

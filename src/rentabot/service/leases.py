@@ -47,8 +47,6 @@ StillThere = Callable[[], Awaitable[bool]]
 
 #: Leases the expiry sweep ends per group commit (the sweep repeats while batches are full).
 SWEEP_BATCH = 1000
-#: How often a long-poll re-reads its ticket, in case another process granted it.
-POLL_INTERVAL_S = 0.25
 
 
 def new_token() -> str:
@@ -270,7 +268,7 @@ class LeaseService:
             await self._database.write(partial(self._touch, ticket_id, token, self._clock() + wait))
             while True:
                 event.clear()
-                outcome = self._status(ticket_id, token)
+                outcome = await self._status(ticket_id, token)
                 if not isinstance(outcome, Queued):
                     return outcome
                 # Never wait past the ticket's own deadline.
@@ -287,7 +285,9 @@ class LeaseService:
                     )
                     return outcome
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(remaining, POLL_INTERVAL_S))
+                    await asyncio.wait_for(
+                        event.wait(), min(remaining, self._database.recheck_interval)
+                    )
         finally:
             self.wakeups.forget(ticket_id, event)
 
@@ -299,7 +299,7 @@ class LeaseService:
         self.wakeups.wake(woken)
         if timed_out:
             raise NotGrantedError(ticket.want, "timed_out", queued.position)
-        return self._status(ticket.id, ticket.token)
+        return await self._status(ticket.id, ticket.token)
 
     async def cancel(self, ticket_id: int, token: str) -> Ticket:
         """Leave the queue. What the ticket reserved goes to the next in line."""
@@ -307,10 +307,9 @@ class LeaseService:
         self.wakeups.wake(woken)
         return ticket
 
-    def queue(self) -> list[tuple[Ticket, int]]:
+    async def queue(self) -> list[tuple[Ticket, int]]:
         """The waiting tickets with their places, in queue order."""
-        with self._database.reader() as store:
-            tickets = store.waiting_tickets(QUEUE_SCAN)
+        tickets = await self._database.read(lambda store: store.waiting_tickets(QUEUE_SCAN))
         places = positions(ticket_waiter(ticket) for ticket in tickets)
         return [(ticket, places[ticket.id]) for ticket in tickets]
 
@@ -324,11 +323,14 @@ class LeaseService:
         self.wakeups.wake(woken)
         return lease
 
-    def get(self, lease_id: int, token: str) -> Lease:
+    async def get(self, lease_id: int, token: str) -> Lease:
         """The lease, to its holder (NotHolderError otherwise); an ended lease holds nothing."""
-        with self._database.reader() as store:
+
+        def query(store: Store) -> Lease:
             row = self._row(store, lease_id, token)
             return _lease(row, store.held_by(lease_id) if row.ended_at is None else ())
+
+        return await self._database.read(query)
 
     async def sweep(self) -> int:
         """End expired leases and stale tickets, and serve the queue; returns leases ended.
@@ -385,6 +387,7 @@ class LeaseService:
             request_id=ticket.request_id,
         )
         store.end_ticket(ticket.id, now, "granted", lease_id)
+        store.announce_granted(ticket.id)
         return lease_id
 
     def _acquire(
@@ -563,9 +566,10 @@ class LeaseService:
             raise NotHolderError(None, token, f"That token is not ticket {ticket_id}'s")
         return ticket
 
-    def _status(self, ticket_id: int, token: str) -> Lease | Queued:
-        with self._database.reader() as store:
-            return self._ticket_outcome(store, self._ticket(store, ticket_id, token))
+    async def _status(self, ticket_id: int, token: str) -> Lease | Queued:
+        return await self._database.read(
+            lambda store: self._ticket_outcome(store, self._ticket(store, ticket_id, token))
+        )
 
     def _touch(self, ticket_id: int, token: str, seen_until: float, store: Store) -> None:
         self._ticket(store, ticket_id, token)

@@ -33,23 +33,22 @@ class LockService:
         self._database = database
         self._leases = leases
 
-    def resources(self) -> list[Resource]:
+    async def resources(self) -> list[Resource]:
         """Every resource in id order, with its lock state."""
-        with self._database.reader() as store:
-            return store.resources()
+        return await self._database.read(Store.resources, large=True)
 
-    def resources_page(
+    async def resources_page(
         self, tags: tuple[str, ...], state: str | None, offset: int, limit: int
     ) -> tuple[list[Resource], int]:
         """Resources carrying every tag, in `state` (available, locked, maintenance), paged;
         with the number that match."""
-        with self._database.reader() as store:
-            return store.resources_page(tags, state, offset, limit)
+        return await self._database.read(
+            lambda store: store.resources_page(tags, state, offset, limit), large=True
+        )
 
-    def resource(self, resource_id: int) -> Resource:
+    async def resource(self, resource_id: int) -> Resource:
         """One resource. Raises NotFoundError."""
-        with self._database.reader() as store:
-            resource = store.resource(resource_id)
+        resource = await self._database.read(lambda store: store.resource(resource_id))
         if resource is None:
             raise NotFoundError(Selector(resource_id=resource_id))
         return resource

@@ -84,7 +84,8 @@ class Wakeups:
     """Waiters long-polling in this process, woken when their ticket is decided.
 
     Only a hint: a waiter re-reads its ticket in the database after every wake-up and at
-    least every POLL_INTERVAL_S, so a grant made by another process is seen too.
+    least every `Database.recheck_interval`, so a grant made by another process is seen even
+    when its notification (PostgreSQL) is lost.
     """
 
     def __init__(self) -> None:
@@ -104,8 +105,10 @@ class Wakeups:
             if not watchers:
                 del self._watchers[ticket_id]
 
-    def wake(self, ticket_ids: Iterable[int]) -> None:
-        """Wake whoever watches these tickets."""
+    def wake(self, ticket_ids: Iterable[int] | None) -> None:
+        """Wake whoever watches these tickets (None: everyone)."""
+        if ticket_ids is None:
+            ticket_ids = list(self._watchers)
         for ticket_id in ticket_ids:
             for event in self._watchers.get(ticket_id, ()):
                 event.set()

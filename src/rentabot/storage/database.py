@@ -1,11 +1,17 @@
-"""One database: the SQLAlchemy engine (migrations) and the transactions the service runs.
+"""The database: the SQLAlchemy engine (migrations) and the transactions the service runs.
 
-The lock path runs a handful of short statements per request. On SQLite the cost of a
-transaction is its system calls (file locks, WAL writes), not its statements, so writes made
-on the event loop are grouped: every write requested in the same loop iteration runs in one
-transaction, each in its own savepoint, and each caller is answered only after the commit
-(see docs/architecture.md, "Group commit"). The DBAPI connection is used directly: SQLAlchemy's
-statement layer costs more per statement than these statements do.
+`open_database(url)` gives a `SqliteDatabase` (one file, the default) or a `PostgresDatabase`
+(several replicas sharing one server, see `storage/postgres.py`). Both serve the service the
+same way: `write(operation)` runs an operation in a group transaction, `read(query)` on a
+consistent snapshot, both with a `Store` of typed SQL.
+
+The lock path runs a handful of short statements per request; a transaction costs more than
+its statements (file locks and WAL writes on SQLite, a round trip and a WAL flush on
+PostgreSQL), so writes made on the event loop are grouped: every write requested while the
+previous group runs (on SQLite: in the same loop iteration) joins one transaction, each in its
+own savepoint, and each caller is answered only after the commit (see docs/architecture.md,
+"Group commit"). The DBAPI connection is used directly: SQLAlchemy's statement layer costs
+more per statement than these statements do.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -45,40 +52,217 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-class Database:
-    """The database behind one rentabot process."""
+#: A write's outcome: its result, or the error to raise to its caller.
+Outcome = tuple[Any, BaseException | None]
+Operation = Callable[[Store], Any]
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
-        self.url = make_url(url)
-        if self.url.get_backend_name() != "sqlite":
-            raise DatabaseUnavailableError(
-                f"unsupported database {self.url.get_backend_name()!r}: this version of"
-                " rentabot runs on SQLite (sqlite:///path/to/file.db)"
-            )
-        if sqlite_synchronous not in ("NORMAL", "FULL"):
-            raise ValueError(f"unsupported synchronous mode {sqlite_synchronous!r}")
-        self._path = _sqlite_file(self.url)
-        if self._path is None:
-            raise DatabaseUnavailableError("rentabot needs an SQLite file, not a memory database")
-        if not self._path.parent.is_dir():
-            raise DatabaseUnavailableError(
-                f"the directory of the SQLite database does not exist: {self._path.parent}"
-            )
-        self._synchronous = sqlite_synchronous
-        self._idle: list[sqlite3.Connection] = []
-        self._idle_lock = threading.Lock()
-        self._pending: list[tuple[Callable[[Store], Any], asyncio.Future[Any]]] = []
+
+class Database(ABC):
+    """The database behind one rentabot process: transactions, group commit, wake-ups."""
+
+    #: Which kind of database this is, as the health endpoint reports it.
+    backend: ClassVar[str]
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._engine: Engine | None = None
         # Set after every group commit: the event stream waits on it (in this process).
         self._committed: asyncio.Event | None = None
 
-    # ------------------------------------------------------------------ connections
+    # ------------------------------------------------------------------ per backend
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Store]:
+        """One write transaction, committed when the block ends, rolled back on an exception.
+
+        Write transactions are serialised (SQLite's write lock; a transaction-level advisory
+        lock on PostgreSQL), so a read-then-claim inside one is never interleaved with another
+        writer's; the claim itself is still a conditional update.
+        """
+
+    @abstractmethod
+    def reader(self) -> AbstractContextManager[Store]:
+        """Read-only access to a consistent snapshot; takes no write lock."""
+
+    @abstractmethod
+    def _make_engine(self) -> Engine:
+        """A SQLAlchemy engine on the same database, for migrations and schema checks."""
+
+    @abstractmethod
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Arrange for the pending writes to run (and for the next ones after them)."""
+
+    @abstractmethod
+    def _unavailable(self, error: Exception) -> Exception:
+        """The error to report for `error` raised by the database: DatabaseUnavailableError
+        for the driver's errors, `error` itself otherwise."""
+
+    @property
+    def recheck_interval(self) -> float:
+        """How often a waiting request re-reads its ticket when no wake-up came: the safety
+        net that bounds the delay of a grant made by another process."""
+        return 0.25
+
+    def listen(self, wake: Callable[[list[int] | None], None]) -> None:  # noqa: B027
+        """Call `wake(ticket ids)` on the running loop whenever another process grants
+        tickets (`None`: any may have been). Without notifications (SQLite), waiters rely on
+        `recheck_interval`."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether grants made by other processes wake this one's waiters."""
+        return False
+
+    # ------------------------------------------------------------------ shared
+
+    @property
+    def engine(self) -> Engine:
+        """A SQLAlchemy engine on the same database, for migrations and schema checks."""
+        if self._engine is None:
+            self._engine = self._make_engine()
+        return self._engine
+
+    def _read_now(self, query: Callable[[Store], T]) -> T:
+        with self.reader() as store:
+            return query(store)
+
+    async def read(self, query: Callable[[Store], T], *, large: bool = False) -> T:
+        """Run `query` on a consistent snapshot and return what it returns. Short reads run
+        on the loop (a thread hop costs more than they do); `large` ones in a thread."""
+        if large:
+            return await asyncio.to_thread(self._read_now, query)
+        return self._read_now(query)
+
+    async def write(self, operation: Callable[[Store], T]) -> T:
+        """Run `operation` in a group transaction; return once committed.
+
+        The operation runs in its own savepoint: a RentabotError it raises undoes its writes
+        only, and is raised here. Any other error rolls the whole group back and is raised
+        to every caller in it. Every write of the group is acknowledged after one commit.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((operation, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._schedule_flush(loop)
+        return await future
+
+    def _take_batch(self) -> list[tuple[Operation, asyncio.Future[Any]]]:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        return batch
+
+    def _run_batch(self, operations: list[Operation]) -> list[Outcome]:
+        """Run operations in one transaction, each in a savepoint; their outcomes in order.
+
+        Touches no future: on PostgreSQL this runs in a worker thread.
+        """
+        outcomes: list[Outcome] = []
+        try:
+            with self.transaction() as store:
+                for operation in operations:
+                    store.savepoint()
+                    try:
+                        result = operation(store)
+                    except RentabotError as error:
+                        # A refusal (busy, not found, …): undo this operation's writes only.
+                        store.rollback_to_savepoint()
+                        outcomes.append((None, error))
+                    else:
+                        store.release_savepoint()
+                        outcomes.append((result, None))
+        except Exception as error:
+            # Anything else (the database, a bug) fails the whole group, never half of it.
+            failure = self._unavailable(error)
+            return [(None, failure) for _ in operations]
+        return outcomes
+
+    def _deliver(
+        self, batch: list[tuple[Operation, asyncio.Future[Any]]], outcomes: list[Outcome]
+    ) -> None:
+        if self._committed is not None:
+            self._committed.set()
+        for (_, future), (result, failure) in zip(batch, outcomes, strict=True):
+            if future.cancelled():
+                continue
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result(result)
+
+    async def committed(self, timeout: float) -> None:
+        """Return after the next group commit of this process, or after `timeout` seconds
+        (writes made by other processes are only seen by looking again)."""
+        if self._committed is None:
+            self._committed = asyncio.Event()
+        self._committed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._committed.wait(), timeout)
+
+    def ping(self) -> None:
+        """Run a trivial query. Raises DatabaseUnavailableError when that fails."""
+        with self.reader() as store:
+            store.ping()
+
+    def dispose(self) -> None:
+        """Close every connection and the engine."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def open_database(
+    url: str,
+    *,
+    sqlite_synchronous: str = "NORMAL",
+    pool_size: int = 10,
+    timeout: float = 5.0,
+) -> Database:
+    """The database at `url`: an SQLite file, or PostgreSQL (`postgresql+psycopg://…`).
+
+    `pool_size` and `timeout` apply to PostgreSQL: the most connections this process opens,
+    and the longest it waits to connect, for a free connection, or for one statement.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return SqliteDatabase(parsed, sqlite_synchronous=sqlite_synchronous)
+    if backend in ("postgresql", "postgres"):
+        from rentabot.storage.postgres import PostgresDatabase
+
+        return PostgresDatabase(parsed, pool_size=pool_size, timeout=timeout)
+    raise DatabaseUnavailableError(
+        f"unsupported database {backend!r}: rentabot runs on SQLite (sqlite:///path/to/file.db)"
+        " or PostgreSQL (postgresql+psycopg://user@host:5432/dbname)"
+    )
+
+
+class SqliteDatabase(Database):
+    """One SQLite file in WAL mode; writes are grouped per event-loop iteration."""
+
+    backend = "sqlite"
+
+    def __init__(self, url: URL, *, sqlite_synchronous: str = "NORMAL") -> None:
+        super().__init__(url)
+        if sqlite_synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"unsupported synchronous mode {sqlite_synchronous!r}")
+        path = _sqlite_file(url)
+        if path is None:
+            raise DatabaseUnavailableError("rentabot needs an SQLite file, not a memory database")
+        if not path.parent.is_dir():
+            raise DatabaseUnavailableError(
+                f"the directory of the SQLite database does not exist: {path.parent}"
+            )
+        self._path = path
+        self._synchronous = sqlite_synchronous
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         try:
             connection = sqlite3.connect(
-                self._path,  # type: ignore[arg-type]  # checked in __init__
+                self._path,
                 timeout=SQLITE_BUSY_TIMEOUT_S,
                 isolation_level=None,  # transactions are ours to begin (BEGIN IMMEDIATE)
                 check_same_thread=False,
@@ -103,34 +287,25 @@ class Database:
         with self._idle_lock:
             self._idle.append(connection)
 
-    @property
-    def engine(self) -> Engine:
-        """A SQLAlchemy engine on the same database, for migrations and schema checks."""
-        if self._engine is None:
-            self._engine = create_engine(self.url, poolclass=NullPool)
-            synchronous = self._synchronous
+    def _make_engine(self) -> Engine:
+        engine = create_engine(self.url, poolclass=NullPool)
+        synchronous = self._synchronous
 
-            @event.listens_for(self._engine, "connect")
-            def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-                dbapi_connection.isolation_level = None
-                _sqlite_pragmas(dbapi_connection, synchronous)
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+            dbapi_connection.isolation_level = None
+            _sqlite_pragmas(dbapi_connection, synchronous)
 
-            @event.listens_for(self._engine, "begin")
-            def _on_begin(connection: Any) -> None:
-                # pysqlite's implicit transactions are off; SQLAlchemy's documented recipe.
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            # pysqlite's implicit transactions are off; SQLAlchemy's documented recipe.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-        return self._engine
-
-    # ------------------------------------------------------------------ transactions
+        return engine
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
-        """One write transaction, committed when the block ends, rolled back on an exception.
-
-        `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a read-then-claim inside it
-        is never interleaved with another writer's (the claim itself is still conditional).
-        """
+        """See `Database.transaction`: `BEGIN IMMEDIATE` takes SQLite's write lock up front."""
         try:
             with self._connection() as connection:
                 cursor = connection.cursor()
@@ -146,7 +321,7 @@ class Database:
 
     @contextmanager
     def reader(self) -> Iterator[Store]:
-        """Read-only access to a consistent snapshot; takes no write lock."""
+        """See `Database.reader`."""
         try:
             with self._connection() as connection:
                 cursor = connection.cursor()
@@ -158,68 +333,23 @@ class Database:
         except sqlite3.OperationalError as error:
             raise DatabaseUnavailableError(str(error)) from error
 
-    async def write(self, operation: Callable[[Store], T]) -> T:
-        """Run `operation` in this loop iteration's group transaction; return once committed.
-
-        The operation runs in its own savepoint: a RentabotError it raises undoes its writes
-        only, and is raised here. Any other error rolls the whole group back and is raised
-        to every caller in it. Every write of the group is acknowledged after one commit.
-        """
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((operation, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        return await future
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A transaction here costs tens of microseconds: run it on the loop, once the
+        # iteration's requests have all asked.
+        loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        batch = self._take_batch()
         if self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         else:
             self._flush_scheduled = False
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        try:
-            with self.transaction() as store:
-                for operation, future in batch:
-                    store.savepoint()
-                    try:
-                        result = operation(store)
-                    except RentabotError as error:
-                        # A refusal (busy, not found, …): undo this operation's writes only.
-                        store.rollback_to_savepoint()
-                        outcomes.append((future, None, error))
-                    else:
-                        store.release_savepoint()
-                        outcomes.append((future, result, None))
-        except Exception as error:
-            # Anything else (the database, a bug) fails the whole group, never half of it.
-            if isinstance(error, sqlite3.Error):
-                error = DatabaseUnavailableError(str(error))
-            outcomes = [(future, None, error) for _, future in batch]
-        if self._committed is not None:
-            self._committed.set()
-        for future, result, failure in outcomes:
-            if future.cancelled():
-                continue
-            if failure is not None:
-                future.set_exception(failure)
-            else:
-                future.set_result(result)
+        self._deliver(batch, self._run_batch([operation for operation, _ in batch]))
 
-    async def committed(self, timeout: float) -> None:
-        """Return after the next group commit of this process, or after `timeout` seconds
-        (writes made by other processes are only seen by looking again)."""
-        if self._committed is None:
-            self._committed = asyncio.Event()
-        self._committed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._committed.wait(), timeout)
-
-    def ping(self) -> None:
-        """Run a trivial query. Raises DatabaseUnavailableError when that fails."""
-        with self.reader() as store:
-            store.ping()
+    def _unavailable(self, error: Exception) -> Exception:
+        if isinstance(error, sqlite3.Error):
+            return DatabaseUnavailableError(str(error))
+        return error
 
     def dispose(self) -> None:
         """Close every idle connection and the engine."""
@@ -227,8 +357,7 @@ class Database:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
-        if self._engine is not None:
-            self._engine.dispose()
+        super().dispose()
 
 
 def _sqlite_pragmas(connection: Any, synchronous: str) -> None:

@@ -143,6 +143,10 @@ class Store:
         self._cursor.execute("ROLLBACK TO op")
         self._cursor.execute("RELEASE op")
 
+    def announce_granted(self, ticket_id: int) -> None:
+        """Tell other processes, once this transaction commits, that the ticket was granted
+        (PostgreSQL notifies; SQLite has no way to, and its waiters re-read instead)."""
+
     def ping(self) -> None:
         """A trivial query, to check the database answers."""
         self._run("SELECT 1").fetchone()

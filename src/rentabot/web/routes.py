@@ -6,7 +6,6 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.templating import Jinja2Templates
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from rentabot import __version__
@@ -20,7 +19,7 @@ router = APIRouter(include_in_schema=False)
 async def index(request: Request) -> Response:
     """The resource table: name, lock status, description, endpoint, tags."""
     app = runtime(request)
-    resources = await run_in_threadpool(app.locks.resources)
+    resources = await app.locks.resources()
     return templates.TemplateResponse(
         request,
         "index.html",
