@@ -100,13 +100,21 @@ async def _sweep_expired_leases(leases: LeaseService) -> None:
 
     Every replica or worker may sweep at once: ending a lease is a conditional update.
     """
+    unavailable = False
     while True:
         try:
             await leases.sweep()
         except DatabaseUnavailableError as error:
-            log.warning("expiry sweep skipped: database unavailable: %s", error)
+            # Once per outage, not four times a second.
+            if not unavailable:
+                log.warning("expiry sweep paused: database unavailable: %s", error)
+            unavailable = True
         except Exception:
             log.exception("expiry sweep failed; retrying")
+        else:
+            if unavailable:
+                log.warning("expiry sweep resumed: the database answers again")
+            unavailable = False
         await asyncio.sleep(SWEEP_INTERVAL_S)
 
 
