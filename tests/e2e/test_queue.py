@@ -1,4 +1,8 @@
-"""The wait queue through real HTTP: fair order, no starvation, keep-alive, idempotency."""
+"""The wait queue through real HTTP: fair order, no starvation, keep-alive, idempotency.
+
+Each test runs against one server on SQLite, and against three replicas on one PostgreSQL
+with the clients spread over them (the queue is one, whichever replica a client talks to).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Server, write_descriptor
+from tests.support import Replicas, Server, postgres_schema, write_descriptor
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    """Three boards tagged `pool`, and a spare; long-polls answer within 1 s, and waiting
-    clients leave after 1 s of silence."""
+@pytest.fixture(params=["sqlite", "postgresql-replicas=3"])
+def urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """The base URLs of a deployment serving three boards tagged `pool`, and a spare;
+    long-polls answer within 1 s, and waiting clients leave after 1 s of silence."""
     descriptor = write_descriptor(
         tmp_path / "resources.yml",
         {
@@ -29,12 +33,13 @@ def server(tmp_path: Path) -> Iterator[Server]:
             "spare": {"tags": ["other"]},
         },
     )
-    with Server(
-        tmp_path / "db.sqlite",
-        descriptor,
-        env={"RENTABOT_QUEUE_KEEPALIVE": "1", "RENTABOT_LONG_POLL_SECONDS": "1"},
-    ) as running:
-        yield running
+    env = {"RENTABOT_QUEUE_KEEPALIVE": "1", "RENTABOT_LONG_POLL_SECONDS": "1"}
+    if request.param == "sqlite":
+        with Server(tmp_path / "db.sqlite", descriptor, env=env) as running:
+            yield [running.url]
+        return
+    with postgres_schema() as url, Replicas(url, descriptor, 3, tmp_path, env=env) as replicas:
+        yield replicas.urls
 
 
 def _acquire(client: httpx.Client, body: dict[str, Any]) -> httpx.Response:
@@ -66,10 +71,10 @@ def _wait_for_queue_length(client: httpx.Client, length: int) -> list[dict[str, 
 
 
 def test_twenty_waiters_on_three_resources_are_served_by_priority_then_arrival(
-    server: Server,
+    urls: list[str],
 ) -> None:
     """20 waiters (some with priority) on 3 held boards get them in exactly the queue order."""
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=urls[0]) as client:
         holders = [
             _acquire(client, {"select": {"tags": ["pool"]}}).json()["lease"] for _ in range(3)
         ]
@@ -79,7 +84,7 @@ def test_twenty_waiters_on_three_resources_are_served_by_priority_then_arrival(
         priorities = [5 if n in (7, 13) else 0 for n in range(20)]
 
         def waiter(number: int) -> None:
-            with httpx.Client(base_url=server.url) as own:
+            with httpx.Client(base_url=urls[number % len(urls)]) as own:
                 body = {
                     "select": {"tags": ["pool"]},
                     "wait": 60,
@@ -120,10 +125,11 @@ def test_twenty_waiters_on_three_resources_are_served_by_priority_then_arrival(
         assert order == [7, 13] + [n for n in range(20) if n not in (7, 13)]
 
 
-def test_a_request_for_three_is_not_starved_by_single_requests(server: Server) -> None:
+def test_a_request_for_three_is_not_starved_by_single_requests(urls: list[str]) -> None:
     """With all 3 boards busy and a 3-request first in line, single requests arriving after
-    it never get a board before it does."""
-    with httpx.Client(base_url=server.url) as client:
+    it (through every replica) never get a board before it does."""
+    others = [httpx.Client(base_url=url) for url in urls]
+    with httpx.Client(base_url=urls[0]) as client:
         holders = [
             _acquire(client, {"select": {"tags": ["pool"]}}).json()["lease"] for _ in range(3)
         ]
@@ -135,14 +141,17 @@ def test_a_request_for_three_is_not_starved_by_single_requests(server: Server) -
         assert big.status_code == 202
         ticket = big.json()
         # Free the boards one by one while single requests keep coming: none gets one.
-        for lease in holders:
+        for number, lease in enumerate(holders):
             _release(client, lease)
-            single = _acquire(client, {"select": {"tags": ["pool"]}})
+            single = _acquire(others[number % len(others)], {"select": {"tags": ["pool"]}})
             assert single.status_code == 409, single.text
-        answer = client.get(
-            f"/api/v2/tickets/{ticket['ticket']['id']}",
+        for other in others:
+            other.close()
+        answer = httpx.get(
+            f"{urls[-1]}/api/v2/tickets/{ticket['ticket']['id']}",
             headers=_auth(ticket["token"]),
             params={"wait": 10},
+            timeout=30,
         )
         assert answer.status_code == 200, answer.text
         lease = answer.json()["lease"]
@@ -156,13 +165,13 @@ def test_a_request_for_three_is_not_starved_by_single_requests(server: Server) -
         assert again.json()["lease"]["id"] == lease["id"]
 
 
-def test_a_waiter_that_stops_polling_leaves_the_queue(server: Server) -> None:
+def test_a_waiter_that_stops_polling_leaves_the_queue(urls: list[str]) -> None:
     """A 202'd ticket not polled again is gone after the keep-alive (1 s here)."""
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=urls[0]) as client, httpx.Client(base_url=urls[-1]) as waiter:
         spare = _acquire(client, {"select": {"names": ["spare"]}}).json()["lease"]
-        queued = _acquire(client, {"select": {"names": ["spare"]}, "wait": 1})
+        queued = _acquire(waiter, {"select": {"names": ["spare"]}, "wait": 1})
         # The call itself waited 1 s; ask for a long wait but never poll.
-        queued = _acquire(client, {"select": {"names": ["spare"]}, "wait": 600})
+        queued = _acquire(waiter, {"select": {"names": ["spare"]}, "wait": 600})
         assert queued.status_code == 202
         ticket = queued.json()
         assert [t["id"] for t in _queue(client)] == [ticket["ticket"]["id"]]
@@ -180,18 +189,20 @@ def test_a_waiter_that_stops_polling_leaves_the_queue(server: Server) -> None:
         assert _acquire(client, {"select": {"names": ["spare"]}}).status_code == 201
 
 
-def test_v1_wait_holds_one_request_until_the_resource_is_free(server: Server) -> None:
-    """`?wait=` on the original lock call answers 200 once the holder unlocks."""
-    v1 = f"{server.url}/rentabot/api/v1.0/resources"
+def test_v1_wait_holds_one_request_until_the_resource_is_free(urls: list[str]) -> None:
+    """`?wait=` on the original lock call answers 200 once the holder unlocks (through
+    another replica, when there are several)."""
+    v1 = f"{urls[0]}/rentabot/api/v1.0/resources"
+    waiting_v1 = f"{urls[-1]}/rentabot/api/v1.0/resources"
     token = httpx.post(f"{v1}/4/lock").json()["lock-token"]
     result: dict[str, Any] = {}
 
     def wait_for_it() -> None:
-        result["answer"] = httpx.post(f"{v1}/4/lock?wait=30", timeout=60)
+        result["answer"] = httpx.post(f"{waiting_v1}/4/lock?wait=30", timeout=60)
 
     thread = threading.Thread(target=wait_for_it)
     thread.start()
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=urls[0]) as client:
         _wait_for_queue_length(client, 1)
     started = time.monotonic()
     assert httpx.post(f"{v1}/4/unlock", params={"lock-token": token}).status_code == 200
