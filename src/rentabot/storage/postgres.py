@@ -233,7 +233,13 @@ class PostgresDatabase(Database):
             while self._pending:
                 batch = self._take_batch()
                 operations = [operation for operation, _ in batch]
-                outcomes = await loop.run_in_executor(self._executor, self._run_batch, operations)
+                try:
+                    outcomes = await loop.run_in_executor(
+                        self._executor, self._run_batch, operations
+                    )
+                except RuntimeError as error:  # the executor is shut down: the app stops
+                    failure = DatabaseUnavailableError(f"shutting down: {error}")
+                    outcomes = [(None, failure) for _ in batch]
                 self._deliver(batch, outcomes)
         finally:
             self._flush_scheduled = False
