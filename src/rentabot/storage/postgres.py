@@ -69,12 +69,36 @@ class PostgresStore(Store):
     def __init__(self, cursor: Any, channel: str) -> None:
         super().__init__(cursor)
         self._channel = channel
+        self._release_pending = False
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._cursor.execute(_placeholders(sql), params)
 
     def _run_many(self, sql: str, rows: Any) -> None:
         self._cursor.executemany(_placeholders(sql), rows)
+
+    # Each statement is a network round trip here (about 0.15 ms on a local socket, more
+    # across a network), so the savepoint bookkeeping of a write group rides along with the
+    # next statement that must be sent anyway: parameterless statements can share one trip.
+
+    def savepoint(self) -> None:
+        """Open a savepoint, first releasing the previous operation's (see below)."""
+        if self._release_pending:
+            self._cursor.execute("RELEASE op; SAVEPOINT op")
+            self._release_pending = False
+        else:
+            self._cursor.execute("SAVEPOINT op")
+
+    def release_savepoint(self) -> None:
+        """Keep what was done since the savepoint. Deferred to the next `savepoint` (or to
+        COMMIT, which releases every savepoint), which sends it in the same round trip."""
+        self._release_pending = True
+
+    def rollback_to_savepoint(self) -> None:
+        """Undo what was done since the savepoint, and close it: one round trip."""
+        self._cursor.execute("ROLLBACK TO op; RELEASE op")
+        self._release_pending = False
+        self._forget_reads()
 
     def announce_granted(self, ticket_id: int) -> None:
         """NOTIFY every replica, at commit, that this ticket was granted."""
@@ -192,11 +216,10 @@ class PostgresDatabase(Database):
     def transaction(self) -> Iterator[Store]:
         """See `Database.transaction`: the advisory lock serialises writers."""
         with self._connection() as connection:
-            connection.execute("BEGIN")
             try:
+                # One round trip: no parameters, so both statements go in one message.
                 connection.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
-                    (LOCK_CLASS,),
+                    f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext(current_schema()))"
                 )
                 yield self._store(connection)
             except BaseException:

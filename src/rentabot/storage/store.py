@@ -123,6 +123,15 @@ class Store:
 
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
+        # The waiting tickets, read once per transaction: every operation that frees or asks
+        # for resources reads the queue, and nobody else writes while a write transaction
+        # runs (writers are serialised), so only this store's own ticket writes (and undoing
+        # them) make the copy stale.
+        self._waiting: dict[int, list[Ticket]] = {}
+
+    def _forget_reads(self) -> None:
+        """Drop what this transaction remembers of what it read (its writes changed it)."""
+        self._waiting.clear()
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._cursor.execute(sql, params)
@@ -142,6 +151,7 @@ class Store:
         """Undo what was done since the savepoint, and close it."""
         self._cursor.execute("ROLLBACK TO op")
         self._cursor.execute("RELEASE op")
+        self._forget_reads()
 
     def announce_granted(self, ticket_id: int) -> None:
         """Tell other processes, once this transaction commits, that the ticket was granted
@@ -395,6 +405,7 @@ class Store:
 
     def insert_ticket(self, ticket: Ticket) -> int:
         """Queue a lock request (its `id` is ignored); returns the new ticket's id."""
+        self._forget_reads()
         row = self._run(
             "INSERT INTO tickets (token, request_id, owner, description, priority, count,"
             " resource_ids, tags, ttl, created_at, wait_until, last_seen_at, state)"
@@ -433,17 +444,21 @@ class Store:
 
     def waiting_tickets(self, limit: int) -> list[Ticket]:
         """Waiting tickets in queue order (priority, then arrival, then id)."""
-        rows = self._run(
-            f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE state = 'waiting'"
-            " ORDER BY priority DESC, created_at, id LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return [_ticket(row) for row in rows]
+        known = self._waiting.get(limit)
+        if known is None:
+            rows = self._run(
+                f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE state = 'waiting'"
+                " ORDER BY priority DESC, created_at, id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            known = self._waiting[limit] = [_ticket(row) for row in rows]
+        return list(known)
 
     def end_ticket(
         self, ticket_id: int, now: float, state: str, lease_id: int | None = None
     ) -> bool:
         """Take a waiting ticket out of the queue. False when it was no longer waiting."""
+        self._forget_reads()
         cursor = self._run(
             "UPDATE tickets SET state = ?, ended_at = ?, lease_id = ?"
             " WHERE id = ? AND state = 'waiting'",
@@ -453,6 +468,7 @@ class Store:
 
     def touch_ticket(self, ticket_id: int, seen_until: float) -> None:
         """Record that the ticket's client is waiting until `seen_until` (a long-poll's end)."""
+        self._forget_reads()
         self._run(
             "UPDATE tickets SET last_seen_at = ? WHERE id = ? AND state = 'waiting'",
             (seen_until, ticket_id),
