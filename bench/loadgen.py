@@ -255,6 +255,13 @@ class RunConfig:
     contended_resources: int = 2
     tag: str = SHARED_TAG
     grace_s: float = 10.0  # how long a request may still be pending after the run's end
+    #: Several servers of one deployment (replicas sharing a database): client i connects to
+    #: ports[i % len(ports)]. Empty (the default): every client connects to `port`.
+    ports: tuple[int, ...] = ()
+
+    def client_port(self, index: int) -> int:
+        """The port client `index` connects to."""
+        return self.ports[index % len(self.ports)] if self.ports else self.port
 
 
 def plan_clients(cfg: RunConfig) -> list[ClientPlan]:
@@ -411,14 +418,14 @@ async def run_clients(
     client: ClientLoop = run_client,
 ) -> ClientStats:
     """Connect every client, signal ready, wait for the common start, run them."""
-    conns = [Connection(cfg.host, cfg.port) for _ in plans]
+    conns = [Connection(cfg.host, cfg.client_port(p.index)) for p in plans]
     stats = ClientStats()
     try:
         for conn in conns:
             try:
                 await conn.connect()
             except OSError as exc:
-                stats.error(f"connect {cfg.host}:{cfg.port}: {exc}")
+                stats.error(f"connect {conn.host}:{conn.port}: {exc}")
         ready.put(os.getpid())
         if not go.wait(timeout=60):  # the parent gave up: nothing to measure
             return stats
