@@ -24,7 +24,6 @@ import itertools
 import json
 import math
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from loadgen import (
     process_tree,
     ratio,
     run_load_with_stats,
+    run_mode,
     running_server,
     save_results,
 )
@@ -1207,21 +1207,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum: int, frame: object) -> None:
-    # SIGTERM takes the same way out as Ctrl-C, so every finally: stops its servers.
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the mode; the exit status is the mode's."""
-    args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        rc: int = args.func(args)
-    except KeyboardInterrupt:
-        print("leases: interrupted; servers stopped", file=sys.stderr)
-        return 130
-    return rc
+    return run_mode("leases", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1391,18 +1391,24 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def run_mode(program: str, args: argparse.Namespace, cleanup: str = "servers stopped") -> int:
+    """Run the chosen mode (`args.func`) of a bench program; SIGTERM and Ctrl-C end it
+    through every `finally:` (servers stopped) with status 130."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        rc: int = args.func(args)
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted; {cleanup}", file=sys.stderr)
+        return 130
+    return rc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the mode; the exit status is the mode's."""
     args = build_parser().parse_args(argv)
     if isinstance(getattr(args, "workloads", None), str):
         args.workloads = workload_list(args.workloads)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        rc: int = args.func(args)
-    except KeyboardInterrupt:
-        print("loadgen: interrupted; servers stopped", file=sys.stderr)
-        return 130
-    return rc
+    return run_mode("loadgen", args)
 
 
 if __name__ == "__main__":

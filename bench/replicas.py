@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import shlex
-import signal
 import statistics
 import sys
 import tempfile
@@ -69,6 +68,7 @@ from loadgen import (
     print_problems,
     ratio,
     run_load,
+    run_mode,
     workload_list,
 )
 
@@ -814,22 +814,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum: int, frame: object) -> None:
-    # SIGTERM takes the same way out as Ctrl-C, so every finally: stops its servers and
-    # drops its schema.
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the mode; the exit status is the mode's."""
-    args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        rc: int = args.func(args)
-    except KeyboardInterrupt:
-        print("replicas: interrupted; servers stopped, schemas dropped", file=sys.stderr)
-        return 130
-    return rc
+    return run_mode("replicas", build_parser().parse_args(argv), "servers stopped, schemas dropped")
 
 
 if __name__ == "__main__":
