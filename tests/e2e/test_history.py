@@ -178,6 +178,21 @@ def test_the_checker_reports_overlaps_repeated_fences_and_late_answers() -> None
 # ---------------------------------------------------------------------------------- real servers
 
 
+def check_clean_run(history: History, workers: list[Worker], url: str, title: str) -> Counter[str]:
+    """After a run without failures: no request failed, the history and the server's final
+    state (read through `url`) show no problem. Returns the run's counts."""
+    assert not history.unknown, f"requests failed: {history.unknown[:5]}"
+    with httpx.Client(base_url=url, timeout=10) as client:
+        final = audit(client, history, grace=GRACE_S)
+    problems = history.problems + check_history(history.grants, history.offset) + final.problems
+    counts = history_counts(history, workers) + Counter(
+        {f"end: {k}": n for k, n in final.states.items()}
+    )
+    print(report(title, counts))
+    assert not problems, "\n".join(problems[:30]) + "\n" + report(title, counts)
+    return counts
+
+
 def assert_exercised(counts: Counter[str], minimum: dict[str, int]) -> None:
     """Each kind of event happened at least so often (else the run proved little)."""
     short = {k: counts[k] for k, n in minimum.items() if counts[k] < n}
@@ -195,15 +210,7 @@ def test_twelve_clients_never_share_a_resource_and_every_lease_is_accounted_for(
     with ThreadPoolExecutor(CLIENTS) as pool:
         _, futures = run_phase(pool, workers, server, seconds=15.0)
         finish(futures)
-    assert not history.unknown, f"requests failed: {history.unknown[:5]}"
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        final = audit(client, history, grace=GRACE_S)
-    problems = history.problems + check_history(history.grants, history.offset) + final.problems
-    counts = history_counts(history, workers) + Counter(
-        {f"end: {k}": n for k, n in final.states.items()}
-    )
-    print(report("history", counts))
-    assert not problems, "\n".join(problems[:30]) + "\n" + report("history", counts)
+    counts = check_clean_run(history, workers, server.url, "history")
     assert_exercised(
         counts,
         {

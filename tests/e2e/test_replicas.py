@@ -26,6 +26,7 @@ from tests.e2e.test_history import (
     ENV,
     RESOURCES,
     assert_exercised,
+    check_clean_run,
     finish,
     history_counts,
     make_workers,
@@ -94,15 +95,7 @@ def test_twelve_clients_on_three_replicas_never_share_a_resource(
         with ThreadPoolExecutor(CLIENTS) as pool:
             _, futures = run_spread(pool, workers, running.urls, seconds=15.0)
             finish([f for replica in futures for f in replica])
-        assert not history.unknown, f"requests failed: {history.unknown[:5]}"
-        with httpx.Client(base_url=running.urls[1], timeout=10) as client:
-            final = audit(client, history, grace=GRACE_S)
-    problems = history.problems + check_history(history.grants, history.offset) + final.problems
-    counts = history_counts(history, workers) + Counter(
-        {f"end: {k}": n for k, n in final.states.items()}
-    )
-    print(report("history on 3 replicas", counts))
-    assert not problems, "\n".join(problems[:30]) + "\n" + report("history", counts)
+        counts = check_clean_run(history, workers, running.urls[1], "history on 3 replicas")
     assert ended_twice(database_url) == []
     assert_exercised(
         counts,
