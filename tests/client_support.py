@@ -1,0 +1,98 @@
+"""Helpers for the client and CLI tests: a proxy that loses answers, and `rentabot` client
+processes (tests/support.py has the server side)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import BinaryIO
+
+from tests.support import RENTABOT, free_port
+
+
+class AnswerDroppingProxy:
+    """A TCP proxy in front of a server that loses the answers of chosen requests: the
+    request reaches the server (which acts on it), then the connection is cut before the
+    answer gets back, as a flaky network would. HTTP/1.1 with Content-Length only, which
+    is all rentabot answers."""
+
+    def __init__(self, upstream_port: int, drop: Callable[[bytes], bool]) -> None:
+        self.upstream_port = upstream_port
+        #: Given each request's first line (b"POST /api/v2/leases HTTP/1.1"): drop its answer?
+        self.drop = drop
+        self.port = free_port()
+        self.dropped: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The proxy's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> AnswerDroppingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        # Closing alone does not wake a thread blocked in accept() on Linux; shutdown does.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client, client.makefile("rb") as reader:
+            while True:
+                request = _read_message(reader)
+                if request is None:
+                    return
+                with socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+                    upstream.sendall(request)
+                    with upstream.makefile("rb") as answers:
+                        answer = _read_message(answers)
+                first_line = request.split(b"\r\n", 1)[0]
+                if answer is None or self.drop(first_line):
+                    self.dropped.append(first_line)
+                    return  # the connection closes: the answer is lost
+                client.sendall(answer)
+
+
+def _read_message(reader: BinaryIO) -> bytes | None:
+    """One HTTP/1.1 message (head and Content-Length body) from a stream; None at its end."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = reader.readline()
+        if not line:
+            return None
+        head += line
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    return head + reader.read(length)
+
+
+def rentabot_command(*args: str) -> list[str]:
+    """The installed `rentabot` command line with these arguments."""
+    return [str(RENTABOT), *args]
+
+
+def client_environment(url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `rentabot` client process: this one's without RENTABOT_*
+    variables, plus the server URL, a short retry budget and a fixed terminal width."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
+    environment.update({"RENTABOT_URL": url, "RENTABOT_RETRY_FOR": "3s", "COLUMNS": "80", **extra})
+    return environment
