@@ -25,6 +25,8 @@ class AnswerDroppingProxy:
         self.drop = drop
         self.port = free_port()
         self.dropped: list[bytes] = []
+        #: Set: every request is cut before it reaches the server (a network outage).
+        self.cut = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
@@ -57,6 +59,9 @@ class AnswerDroppingProxy:
             while True:
                 request = _read_message(reader)
                 if request is None:
+                    return
+                if self.cut.is_set():
+                    self.dropped.append(request.split(b"\r\n", 1)[0])
                     return
                 with socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
                     upstream.sendall(request)
@@ -92,7 +97,12 @@ def rentabot_command(*args: str) -> list[str]:
 
 def client_environment(url: str, **extra: str) -> dict[str, str]:
     """The environment of a `rentabot` client process: this one's without RENTABOT_*
-    variables, plus the server URL, a short retry budget and a fixed terminal width."""
+    variables, plus the server URL, a short retry budget, a fixed terminal width, and the
+    installed `rentabot` first on the PATH (for scripts that call it)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
-    environment.update({"RENTABOT_URL": url, "RENTABOT_RETRY_FOR": "3s", "COLUMNS": "80", **extra})
+    path = f"{RENTABOT.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    environment.update(
+        {"RENTABOT_URL": url, "RENTABOT_RETRY_FOR": "3s", "COLUMNS": "80", "PATH": path}
+    )
+    environment.update(extra)
     return environment

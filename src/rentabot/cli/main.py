@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 import click
 
 from rentabot import __version__
+from rentabot.cli.client_commands import COMMANDS as CLIENT_COMMANDS
+from rentabot.cli.run import run
 
 if TYPE_CHECKING:
     from rentabot.settings import Settings
 
 # The server's modules (settings, storage, alembic) are imported by the commands that use
-# them: a command that does not serve starts in a third of the time without them.
+# them: the client commands, run in CI jobs, start in a third of the time without them.
 
 log = logging.getLogger("rentabot")
 
@@ -58,6 +60,11 @@ def main() -> None:
 
     Every option also has a RENTABOT_* environment variable (see the README).
     """
+
+
+# The client commands talk to a server over HTTP only (`rentabot.client`); docs/cli.md.
+for _command in [*CLIENT_COMMANDS, run]:
+    main.add_command(_command)
 
 
 @main.command()

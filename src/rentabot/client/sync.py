@@ -238,7 +238,7 @@ class Client:
         the block's normal end raises LeaseLostError.
         """
         options.setdefault("ttl", DEFAULT_LEASE_TTL)
-        with _sigterm_exits(handle_sigterm):
+        with exit_on_signals((signal.SIGTERM,) if handle_sigterm else (), only_unhandled=True):
             lease = self.lock(**options)
             try:
                 held = self.keep(lease, every=renew_every, on_lost=on_lost)
@@ -256,22 +256,25 @@ class Client:
 
 
 @contextlib.contextmanager
-def _sigterm_exits(enabled: bool) -> Iterator[None]:
-    """While the block runs, SIGTERM raises SystemExit(143), so `finally` blocks run (the
-    default action would end the process on the spot, without releasing anything)."""
-    if (
-        not enabled
-        or threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
+def exit_on_signals(
+    signums: Sequence[int] = (signal.SIGTERM,), *, only_unhandled: bool = False
+) -> Iterator[None]:
+    """While the block runs, these signals raise SystemExit(128 + N), so `finally` blocks
+    and the client's clean-up (leaving the queue, releasing) run: the default action of
+    SIGTERM ends the process on the spot. Only from the main thread (elsewhere it does
+    nothing); with `only_unhandled`, only signals that have no handler yet."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if only_unhandled:
+        signums = [s for s in signums if signal.getsignal(s) is signal.SIG_DFL]
 
-    def exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    def exit_on(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    previous = {signum: signal.signal(signum, exit_on) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
