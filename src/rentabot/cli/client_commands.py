@@ -207,7 +207,11 @@ def lease_arguments(command: F) -> F:
 @lease_arguments
 @client_options
 def unlock(lease_id: int, token: str, url: str, api_key: str | None, retry_for: float) -> None:
-    """Release a lease (LEASE_ID, or RENTABOT_LEASE_ID) and everything it holds."""
+    """Release a lease and everything it holds.
+
+    LEASE_ID and the token default to RENTABOT_LEASE_ID and RENTABOT_TOKEN, which
+    `rentabot lock --shell` exports.
+    """
     with reporting_errors(), connect(url, api_key, retry_for) as client:
         lease = client.release(lease_id, token)
     click.echo(f"lease {lease.id} {lease.state}")
@@ -227,7 +231,11 @@ def renew(
     api_key: str | None,
     retry_for: float,
 ) -> None:
-    """Renew a lease (LEASE_ID, or RENTABOT_LEASE_ID): it expires TTL from now."""
+    """Renew a lease: it then expires TTL from now.
+
+    LEASE_ID and the token default to RENTABOT_LEASE_ID and RENTABOT_TOKEN, which
+    `rentabot lock --shell` exports.
+    """
     with reporting_errors(), connect(url, api_key, retry_for) as client:
         lease = client.renew(lease_id, token, ttl)
     if as_json:
