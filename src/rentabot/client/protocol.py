@@ -26,6 +26,7 @@ from rentabot.client.errors import (
     RequestIdReusedError,
     ServerError,
     ServerUnreachableError,
+    UnavailableError,
     error_from_answer,
 )
 from rentabot.client.held import HeldLease
@@ -169,9 +170,14 @@ def parse(model: type[M], value: object) -> M:
         raise ServerError(f"unexpected answer from the server: {error}") from None
 
 
-def _is_definitive(error: BaseException) -> bool:
-    """Whether the server itself refused (so nothing was left behind on it)."""
-    return (
+def _needs_cleanup(error: BaseException) -> bool:
+    """Whether an acquire that failed with `error` may have left something on the server
+    that it should undo: not when the server itself refused (nothing was left), and not
+    when the server could not be reached (undoing would fail too; what it may have
+    granted is for a retry with the same request id to find, or it expires)."""
+    if isinstance(error, ServerUnreachableError | UnavailableError):
+        return False
+    return not (
         isinstance(error, RentabotClientError)
         and error.status is not None
         and not isinstance(error, ServerError)
@@ -263,8 +269,10 @@ class Protocol:
 
     def acquire(self, options: LockOptions) -> Flow[Lease]:
         """Lease what `options` selects, waiting in the queue up to `wait` seconds (polling
-        the ticket, reporting its position). Interrupted or failed on the way, it leaves
-        nothing behind: it leaves the queue, and releases what was granted meanwhile."""
+        the ticket, reporting its position). Interrupted on the way (or failing
+        unexpectedly), it leaves nothing behind: it leaves the queue, and releases what was
+        granted meanwhile. Given up because the server cannot be reached, it may have been
+        granted all the same: a retry with the same request id gets that lease."""
         body = self.acquire_body(options)
         wait = float(body["wait"])
         deadline = time.monotonic() + wait
@@ -306,7 +314,7 @@ class Protocol:
         except GeneratorExit:
             raise
         except BaseException as error:
-            if not _is_definitive(error):
+            if _needs_cleanup(error):
                 yield from self._abandon(body, ticket)
             raise
         if not lease.active:
