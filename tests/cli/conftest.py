@@ -18,7 +18,7 @@ TAGS = {
     "run-env": 2, "run-status": 2, "run-sigterm": 2, "run-revoked": 2, "run-expired": 2,
     "run-queue": 2, "run-refused": 2,
     # test_ci_recipes.py
-    "nrf52": 1, "stm32": 1, "esp32": 1, "cron": 1, "killed": 1, "retried": 1,
+    "nrf52": 1, "stm32": 1, "esp32": 1, "nightly": 1,
 }  # fmt: skip
 
 
