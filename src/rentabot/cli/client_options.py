@@ -169,6 +169,9 @@ def selection(
     ids: Sequence[int], names: Sequence[str], tags: Sequence[str], count: int
 ) -> LockOptions:
     """The lock options of `--id`/`--name`/`--tag`/`--count`; a usage error when mixed."""
+    if not (ids or names or tags):
+        # The API would lock any resource at all: in a CI line that is a mistake.
+        raise click.UsageError("say what to lock: --id, --name or --tag")
     if ids and names:
         raise click.UsageError("give --id or --name, not both")
     if (ids or names) and (tags or count != 1):
@@ -182,8 +185,7 @@ def describe_selection(options: LockOptions) -> str:
         return "ids " + ", ".join(str(i) for i in options.get("ids", ()))
     if options.get("names"):
         return ", ".join(options.get("names", ()))
-    tags = options.get("tags", ())
-    what = f"tags {', '.join(tags)}" if tags else "any resource"
+    what = "tags " + ", ".join(options.get("tags", ()))
     count = options.get("count", 1)
     return f"{count} x {what}" if count != 1 else what
 
