@@ -7,7 +7,8 @@ from pydantic import BaseModel, ConfigDict
 
 
 class _Answer(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Schemas are built on first use: a command pays only for the answers it reads.
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class HeldResource(_Answer):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rentabot.client.errors import (
     InvalidRequestError,
@@ -185,6 +185,8 @@ def _needs_cleanup(error: BaseException) -> bool:
 
 
 class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
     id: int
     kind: str
     resource_id: int | None = None
