@@ -7,10 +7,13 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import BinaryIO
 
-from tests.support import RENTABOT, free_port
+from rentabot.client import Client
+from tests.support import RENTABOT, Server, free_port, write_descriptor
 
 
 class AnswerDroppingProxy:
@@ -106,3 +109,35 @@ def client_environment(url: str, **extra: str) -> dict[str, str]:
     )
     environment.update(extra)
     return environment
+
+
+def lab_server(folder: Path, tags: Mapping[str, int]) -> Server:
+    """A server (not started) of boards `<tag>-board-<n>` (n from 1) carrying `<tag>`, each
+    with an endpoint `ssh://<tag>-<n>.lab` and properties `serial` (`<tag><n>`) and
+    `jlink-id` (`<n>`). Long-polls answer within 1 s, so waiting clients see their position
+    change; TTLs are allowed up to an hour."""
+    boards = {
+        f"{tag}-board-{n}": {
+            "tags": [tag],
+            "endpoint": f"ssh://{tag}-{n}.lab",
+            "properties": {"serial": f"{tag}{n}", "jlink-id": str(n)},
+        }
+        for tag, count in tags.items()
+        for n in range(1, count + 1)
+    }
+    descriptor = write_descriptor(folder / "resources.yml", boards)
+    environment = {"RENTABOT_LONG_POLL_SECONDS": "1", "RENTABOT_MAX_TTL": "3600"}
+    return Server(folder / "db.sqlite", descriptor, env=environment)
+
+
+def states(client: Client, tag: str) -> list[str]:
+    """The states of the boards carrying `tag`, in id order."""
+    return [resource.state for resource in client.resources([tag])]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from rentabot.client import Client
-from tests.support import Server, write_descriptor
+from tests.client_support import lab_server
+from tests.support import Server
 
 #: Each test uses its own tag (shared by the boards listed for it), never another's.
 TAGS = {
@@ -24,21 +25,8 @@ TAGS = {
 
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Boards `<tag>-board-<n>` carrying `<tag>`, with an endpoint and properties; long-polls
-    answer within 1 s (so waiting clients see their position change); TTLs up to an hour."""
-    folder = tmp_path_factory.mktemp("cli")
-    boards = {
-        f"{tag}-board-{n}": {
-            "tags": [tag],
-            "endpoint": f"ssh://{tag}-{n}.lab",
-            "properties": {"serial": f"{tag}{n}", "jlink-id": str(n)},
-        }
-        for tag, count in TAGS.items()
-        for n in range(1, count + 1)
-    }
-    descriptor = write_descriptor(folder / "resources.yml", boards)
-    environment = {"RENTABOT_LONG_POLL_SECONDS": "1", "RENTABOT_MAX_TTL": "3600"}
-    with Server(folder / "db.sqlite", descriptor, env=environment) as running:
+    """The boards of TAGS (see `lab_server`), for every CLI test."""
+    with lab_server(tmp_path_factory.mktemp("cli"), TAGS) as running:
         yield running
 
 

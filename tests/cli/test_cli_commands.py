@@ -12,7 +12,7 @@ from functools import partial
 import pytest
 
 from rentabot.client import Client
-from tests.client_support import client_environment, rentabot_command
+from tests.client_support import client_environment, rentabot_command, states, wait_for
 from tests.support import Server, free_port
 
 pytestmark = pytest.mark.e2e
@@ -28,11 +28,6 @@ def rentabot(server_url: str, *args: str, **extra: str) -> subprocess.CompletedP
         timeout=60,
         check=False,
     )
-
-
-def _state(client: Client, tag: str) -> str:
-    (resource,) = client.resources([tag])
-    return resource.state
 
 
 def test_ls_shows_each_resource_with_its_state_holder_and_expiry(
@@ -66,10 +61,10 @@ def test_lock_prints_the_lease_and_unlock_releases_it(server: Server, client: Cl
     token = lines[1].split()[1]
     assert lines[2].startswith("resource plain-board-1 (id ")
     assert "endpoint ssh://plain-1.lab" in lines[2]
-    assert _state(client, "plain") == "locked"
+    assert states(client, "plain") == ["locked"]
     unlocked = rentabot(server.url, "unlock", lease_id, "--token", token)
     assert (unlocked.returncode, unlocked.stdout) == (0, f"lease {lease_id} released\n")
-    assert _state(client, "plain") == "available"
+    assert states(client, "plain") == ["available"]
 
 
 def test_lock_shell_exports_what_renew_and_unlock_read(server: Server, client: Client) -> None:
@@ -94,7 +89,7 @@ def test_lock_shell_exports_what_renew_and_unlock_read(server: Server, client: C
     assert first == "shell-board-1 1 1"
     assert renewed.endswith("renewed, expires in 2m")
     assert released.endswith(" released")
-    assert _state(client, "shell") == "available"
+    assert states(client, "shell") == ["available"]
 
 
 def test_lock_json_prints_the_whole_lease(server: Server, client: Client) -> None:
@@ -196,7 +191,7 @@ def test_queue_lists_the_waiters_in_order(server: Server, client: Client) -> Non
                 stderr=subprocess.DEVNULL,
             )
         )
-        _wait_for(partial(_queue_is, client, len(waiters)))
+        wait_for(partial(_queue_is, client, len(waiters)))
     table = rentabot(server.url, "queue")
     assert table.stdout.split("\n")[0].split() == [
         "POSITION", "TICKET", "PRIORITY", "OWNER", "WANTS", "WAITED", "GIVES", "UP"
@@ -236,11 +231,3 @@ def test_sigterm_while_waiting_leaves_the_queue_at_once(server: Server, client: 
 
 def _queue_is(client: Client, length: int) -> bool:
     return len(client.queue()) == length
-
-
-def _wait_for(condition: object, timeout: float = 15) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never met"
-        time.sleep(0.05)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rentabot.client import Client
-from tests.client_support import AnswerDroppingProxy, client_environment, rentabot_command
+from tests.client_support import AnswerDroppingProxy, client_environment, rentabot_command, states
 from tests.support import Server, free_port
 
 pytestmark = pytest.mark.e2e
@@ -40,10 +40,6 @@ def start(url: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
         cwd=cwd,
         start_new_session=True,
     )
-
-
-def _states(client: Client, tag: str) -> list[str]:
-    return [resource.state for resource in client.resources([tag])]
 
 
 def _wait_for_file(path: Path, timeout: float = 20) -> str:
@@ -95,17 +91,18 @@ def test_run_gives_the_command_its_lease_in_the_environment(
     assert seen["RENTABOT_FENCE"] == seen["RENTABOT_FENCE_0"]
     listing = (tmp_path / "listing").read_text()
     assert listing.count(" locked ") == 2
-    assert _states(client, "run-env") == ["available", "available"]
+    assert states(client, "run-env") == ["available", "available"]
     assert done.stderr.splitlines()[-1] == f"rentabot: released lease {lease.id}"
 
 
 def test_run_exits_with_the_commands_status(server: Server, client: Client) -> None:
-    """Exit 7 gives 7; killed by SIGUSR1 gives 128 + 10, as a shell says; released both
-    times."""
+    """Exit 7 gives 7; killed by SIGUSR1 gives 128 + 10, as a shell says (that one locks
+    by --id); released both times."""
     assert run(server.url, "--tag", "run-status", "--", "sh", "-c", "exit 7").returncode == 7
-    killed = run(server.url, "--tag", "run-status", "--", "sh", "-c", "kill -USR1 $$")
+    board = str(client.resources(["run-status"])[0].id)
+    killed = run(server.url, "--id", board, "--", "sh", "-c", "kill -USR1 $$")
     assert killed.returncode == 128 + signal.SIGUSR1
-    assert _states(client, "run-status") == ["available", "available"]
+    assert states(client, "run-status") == ["available", "available"]
 
 
 def test_sigterm_to_run_reaches_the_command_and_releases_the_lease(
@@ -118,11 +115,11 @@ def test_sigterm_to_run_reaches_the_command_and_releases_the_lease(
     )
     with start(server.url, "--tag", "run-sigterm", "--", "sh", "-c", script, cwd=tmp_path) as job:
         _wait_for_file(tmp_path / "ready")
-        assert _states(client, "run-sigterm") == ["locked", "available"]
+        assert states(client, "run-sigterm") == ["locked", "available"]
         job.send_signal(signal.SIGTERM)
         assert job.wait(20) == 3
     assert (tmp_path / "got").read_text() == "terminated\n"
-    assert _states(client, "run-sigterm") == ["available", "available"]
+    assert states(client, "run-sigterm") == ["available", "available"]
 
 
 def test_a_lease_revoked_by_an_operator_stops_the_command_and_everything_it_started(
@@ -175,7 +172,7 @@ def test_a_lease_that_cannot_be_renewed_expires_and_stops_the_command(
         errors = job.stderr.read()
     assert "could not be renewed before it expired" in errors
     deadline = time.monotonic() + 5
-    while _states(client, "run-expired") != ["available", "available"]:
+    while states(client, "run-expired") != ["available", "available"]:
         assert time.monotonic() < deadline, "the server never expired the lease"
         time.sleep(0.05)
 
@@ -198,7 +195,7 @@ def test_run_waits_in_the_queue_showing_its_position(
         assert job.wait(30) == 0
     assert (tmp_path / "ran").exists()
     client.release(holders[1])
-    assert _states(client, "run-queue") == ["available", "available"]
+    assert states(client, "run-queue") == ["available", "available"]
 
 
 def test_sigterm_while_waiting_leaves_the_queue_without_running_the_command(

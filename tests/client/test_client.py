@@ -28,34 +28,20 @@ from rentabot.client import (
     ServerUnreachableError,
 )
 from rentabot.client.aio import AsyncClient
-from tests.client_support import AnswerDroppingProxy
-from tests.support import ROOT, Server, free_port, write_descriptor
+from tests.client_support import AnswerDroppingProxy, lab_server, states, wait_for
+from tests.support import ROOT, Server, free_port
 
 pytestmark = pytest.mark.e2e
 
-#: One resource per test (tests share the server, never a resource).
-RESOURCES = ["solo", "errors", "queue", "timeout", "context", "raises", "lost", "retry"]
-RESOURCES += ["reused", "sigterm", "async", "expired"]
+#: One board per test (tests share the server, never a board).
+NAMES = ["solo", "errors", "queue", "timeout", "context", "raises", "lost", "retry"]
+TAGS = dict.fromkeys([*NAMES, "reused", "sigterm", "async", "expired"], 1)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A resource `<name>-board` tagged `<name>` for each test; long-polls of 1 s, so
-    waiting clients see 202s; TTLs up to an hour."""
-    folder = tmp_path_factory.mktemp("client")
-    descriptor = write_descriptor(
-        folder / "resources.yml",
-        {
-            f"{name}-board": {
-                "tags": [name],
-                "endpoint": f"ssh://{name}.lab",
-                "properties": {"serial": name},
-            }
-            for name in RESOURCES
-        },
-    )
-    environment = {"RENTABOT_LONG_POLL_SECONDS": "1", "RENTABOT_MAX_TTL": "3600"}
-    with Server(folder / "db.sqlite", descriptor, env=environment) as running:
+    """A board `<name>-board-1` tagged `<name>` for each test (see `lab_server`)."""
+    with lab_server(tmp_path_factory.mktemp("client"), TAGS) as running:
         yield running
 
 
@@ -64,11 +50,6 @@ def client(server: Server) -> Iterator[Client]:
     """A client of the module's server, retrying for at most 3 s."""
     with Client(server.url, retry_for=3) as made:
         yield made
-
-
-def _state(client: Client, tag: str) -> str:
-    (resource,) = client.resources([tag])
-    return resource.state
 
 
 def _grants(server: Server, resource_name: str) -> int:
@@ -87,13 +68,10 @@ def test_lock_renew_and_release_hold_then_free_the_resource(client: Client) -> N
     lease = client.lock(tags=["solo"], ttl=60, owner="tests", description="round trip")
     assert lease.active
     (held,) = lease.resources
-    assert (held.name, held.endpoint, held.properties) == (
-        "solo-board",
-        "ssh://solo.lab",
-        {"serial": "solo"},
-    )
+    assert (held.name, held.endpoint) == ("solo-board-1", "ssh://solo-1.lab")
+    assert held.properties == {"serial": "solo1", "jlink-id": "1"}
     assert held.fence >= 1
-    assert _state(client, "solo") == "locked"
+    assert states(client, "solo") == ["locked"]
     holder = client.holders([held.id])[held.id]
     assert (holder.lease_id, holder.owner) == (lease.id, "tests")
     renewed = client.renew(lease, ttl=600)
@@ -102,7 +80,7 @@ def test_lock_renew_and_release_hold_then_free_the_resource(client: Client) -> N
     assert renewed.expires_at > lease.expires_at + 500
     released = client.release(lease)
     assert released.state == "released"
-    assert _state(client, "solo") == "available"
+    assert states(client, "solo") == ["available"]
     with pytest.raises(LeaseEndedError):
         client.release(lease)
 
@@ -149,15 +127,15 @@ def test_a_waiter_sees_its_queue_position_and_gets_the_lease_once_freed(
             got[name] = lease.id
             if name == "first":
                 # Hold on until the second waiter has reported its move to the front.
-                _wait_for(lambda: positions == [2, 1])
+                wait_for(lambda: positions == [2, 1])
             own.release(lease)
 
     first = threading.Thread(target=wait, args=("first", False))
     first.start()
-    _wait_for(lambda: len(client.queue()) == 1)
+    wait_for(lambda: len(client.queue()) == 1)
     second = threading.Thread(target=wait, args=("second", True))
     second.start()
-    _wait_for(lambda: positions == [2])
+    wait_for(lambda: positions == [2])
     client.release(holder)
     first.join(30)
     second.join(30)
@@ -192,7 +170,7 @@ def test_the_lease_context_renews_past_its_ttl_and_releases_at_the_end(client: C
     assert client.get(held.lease).state == "released"
     assert first_deadline is not None
     assert held.lease.ttl == 1
-    assert _state(client, "context") == "available"
+    assert states(client, "context") == ["available"]
 
 
 def test_the_lease_context_releases_when_the_block_raises(client: Client) -> None:
@@ -200,7 +178,7 @@ def test_the_lease_context_releases_when_the_block_raises(client: Client) -> Non
     with pytest.raises(RuntimeError, match="flash failed"), client.lease(tags=["raises"]) as held:
         raise RuntimeError("flash failed")
     assert client.get(held.lease).state == "released"
-    assert _state(client, "raises") == "available"
+    assert states(client, "raises") == ["available"]
 
 
 def test_a_force_released_lease_is_signalled_lost(client: Client) -> None:
@@ -241,7 +219,7 @@ def test_a_lost_answer_is_retried_with_the_same_request_id_and_never_takes_two_l
     ):
         lease = client.lock(tags=["retry"], ttl=60)
         assert len(proxy.dropped) == 2
-        assert _grants(server, "retry-board") == 1
+        assert _grants(server, "retry-board-1") == 1
         assert client.get(lease).state == "active"
         client.release(lease)
 
@@ -256,7 +234,7 @@ def test_a_request_id_whose_lease_ended_is_refused_clearly(client: Client) -> No
     with pytest.raises(RequestIdReusedError) as reused:
         client.lock(tags=["reused"], ttl=60, request_id="job-77")
     assert (reused.value.lease_id, reused.value.state) == (first.id, "released")
-    assert _state(client, "reused") == "available"
+    assert states(client, "reused") == ["available"]
 
 
 def test_an_unreachable_server_raises_after_the_retry_budget() -> None:
@@ -296,7 +274,7 @@ def test_sigterm_inside_the_lease_context_releases_before_exiting(
         job.send_signal(signal.SIGTERM)
         assert job.wait(10) == 143
     with Client(server.url) as client:
-        assert _state(client, "sigterm") == "available"
+        assert states(client, "sigterm") == ["available"]
         assert lease_id > 0
 
 
@@ -328,11 +306,3 @@ def test_a_lease_that_expires_while_kept_is_signalled_lost(client: Client) -> No
         held.stop()
     with pytest.raises(LeaseEndedError):
         client.release(lease)
-
-
-def _wait_for(condition: object, timeout: float = 10) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never met"
-        time.sleep(0.02)
