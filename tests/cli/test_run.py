@@ -149,6 +149,26 @@ def test_a_lease_revoked_by_an_operator_stops_the_command_and_everything_it_star
     assert not _alive(grandchild)
 
 
+def test_when_the_command_dies_of_the_stop_what_it_started_is_killed_with_it(
+    server: Server, client: Client, tmp_path: Path
+) -> None:
+    """The lease is revoked; the command stops on SIGTERM at once, but a background child
+    of it ignores SIGTERM: it gets SIGKILL as soon as the command is gone, not after the
+    60 s of --kill-after."""
+    script = "sh -c 'trap \"\" TERM; exec sleep 60' & echo $! > child; echo go > ready; wait"
+    with start(
+        server.url,
+        *("--tag", "run-revoked", "--ttl", "1.5s", "--kill-after", "60s"),
+        *("--", "sh", "-c", script),
+        cwd=tmp_path,
+    ) as job:
+        _wait_for_file(tmp_path / "ready")
+        orphan = int(_wait_for_file(tmp_path / "child"))
+        client.force_release(client.resources(["run-revoked"])[0].id, reason="rewiring")
+        assert job.wait(20) == 120
+    assert not _alive(orphan)
+
+
 def test_a_lease_that_cannot_be_renewed_expires_and_stops_the_command(
     server: Server, client: Client, tmp_path: Path
 ) -> None:

@@ -132,7 +132,9 @@ def run(
         wait=wait,
         priority=priority,
         owner=owner,
-        description=description or " ".join(command)[:2000],
+        # The command's name, not its arguments: they may hold secrets, and anyone can read
+        # a lease's description in the queue and the audit trail.
+        description=description or f"rentabot run {Path(command[0]).name}"[:2000],
         request_id=request_id,
         on_progress=progress,
     )
@@ -223,22 +225,31 @@ class _Job:
         return self._wait(self.child)
 
     def _wait(self, child: subprocess.Popen[bytes]) -> int:
-        """Wait for the command; stop it if the lease is lost."""
-        killed_at: float | None = None
+        """Wait for the command; stop it, and everything it started, if the lease is lost."""
+        stopping: Processes = {}  # the processes sent SIGTERM
+        stopped_at = 0.0
         while True:
             try:
                 status = child.wait(timeout=0.1)
             except subprocess.TimeoutExpired:
                 pass
             else:
+                if stopping:
+                    # Whatever survived its parent is an orphan now, still on the resource.
+                    stopping.pop(child.pid, None)
+                    _signal_all(stopping, signal.SIGKILL)
                 return status if status >= 0 else 128 - status
-            if self.lost is not None and killed_at is None:
+            if self.lost is not None and not stopping:
                 click.echo(f"rentabot: error: {self.lost.message}; stopping the command", err=True)
                 self.lost_reported = True
-                _signal(child.pid, signal.SIGTERM, everything=True)
-                killed_at = time.monotonic()
-            elif killed_at is not None and time.monotonic() - killed_at > self.kill_after:
-                _signal(child.pid, signal.SIGKILL, everything=True)
+                stopping = {child.pid: None, **_descendants(child.pid)}
+                _signal_all(stopping, signal.SIGTERM)
+                stopped_at = time.monotonic()
+            elif stopping and time.monotonic() - stopped_at > self.kill_after:
+                # Those started meanwhile too; those whose parent died are remembered.
+                stopping.update(_descendants(child.pid))
+                _signal_all(stopping, signal.SIGKILL)
+                stopped_at = float("inf")  # once
 
     def _release(self, held: HeldLease, status: int) -> int:
         if self.lost is not None:
@@ -271,28 +282,49 @@ def _terminal_sent_it() -> bool:
         return False
 
 
-def _signal(pid: int, signum: int, *, everything: bool = False) -> None:
-    """Send `signum` to the command and, with `everything`, to every process it started
-    (found through /proc on Linux), so that a script's own children stop too."""
-    targets = [pid, *(_descendants(pid) if everything else [])]
-    for target in targets:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, signum)
+def _signal(pid: int, signum: int) -> None:
+    """Pass a signal on to the command (not reaped yet, so its pid is still its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
 
 
-def _descendants(pid: int) -> list[int]:
-    """The processes below `pid`, from /proc (none where there is no /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            # The parent pid is the 2nd field after the command, which is in parentheses.
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+#: Processes by pid, with their start time (None: our own child, whose pid cannot be reused
+#: before we reap it).
+Processes = dict[int, str | None]
+
+
+def _signal_all(processes: Processes, signum: int) -> None:
+    """Signal each process that is still the one found: a pid whose start time changed
+    belongs to another process now, and is left alone."""
+    for pid, started in processes.items():
+        if started is not None and _stat(pid)[1] != started:
             continue
-        children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _stat(pid: int) -> tuple[int | None, str | None]:
+    """A process's parent pid and start time, from /proc (None, None: gone, or no /proc)."""
+    try:
+        # The fields after the command name (in parentheses, and it may contain any)
+        # are: state, parent pid, ..., start time (the 20th).
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), fields[19]
+    except (OSError, IndexError, ValueError):
+        return None, None
+
+
+def _descendants(pid: int) -> Processes:
+    """The processes below `pid` with their start times, from /proc (none without /proc)."""
+    children: dict[int, list[tuple[int, str | None]]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        parent, started = _stat(int(entry.name))
+        if parent is not None:
+            children.setdefault(parent, []).append((int(entry.name), started))
+    found: Processes = {}
+    todo = [pid]
     while todo:
-        below = children.get(todo.pop(), [])
-        found += below
-        todo += below
+        for child, started in children.get(todo.pop(), []):
+            found[child] = started
+            todo.append(child)
     return found

@@ -207,13 +207,16 @@ class Protocol:
 
     def exchange(self, call: Call, budget: float | None = None) -> Flow[tuple[Reply, int]]:
         """Send `call`, retrying connect errors, timeouts and 502/503/504 with doubling
-        pauses while the budget lasts. Returns the reply and how many attempts it took.
+        pauses for up to `budget` seconds from the first failure. Returns the reply and how
+        many attempts it took.
 
         Every attempt sends the very same request (an acquire keeps its request id), so a
         retry after an answer lost on the way back gets what the first attempt got.
         """
         budget = self.retry.budget if budget is None else budget
-        started = time.monotonic()
+        # The budget runs from the first failure: a long-poll that fails after holding
+        # for a minute is retried like any other call.
+        failing_since: float | None = None
         pause = self.retry.first_pause
         attempts = 0
         while True:
@@ -221,8 +224,10 @@ class Protocol:
             outcome = yield call
             if isinstance(outcome, Reply) and outcome.status not in RETRIED_STATUSES:
                 return outcome, attempts
-            if time.monotonic() + pause > started + budget:
-                raise self._gave_up(outcome, attempts, time.monotonic() - started)
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if now + pause > failing_since + budget:
+                raise self._gave_up(outcome, attempts, now - failing_since)
             yield Pause(pause)
             pause = min(pause * 2, self.retry.max_pause)
 
