@@ -141,3 +141,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
         time.sleep(0.02)
+
+
+def losing_acquires(count: int) -> Callable[[bytes], bool]:
+    """For AnswerDroppingProxy: lose the answers of the first `count` acquires."""
+    lost = 0
+
+    def lose(first_line: bytes) -> bool:
+        nonlocal lost
+        if first_line.startswith(b"POST /api/v2/leases ") and lost < count:
+            lost += 1
+            return True
+        return False
+
+    return lose

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from rentabot.client import Client
-from tests.client_support import AnswerDroppingProxy, client_environment
+from tests.client_support import AnswerDroppingProxy, client_environment, losing_acquires
 from tests.support import ROOT, Server
 
 pytestmark = pytest.mark.e2e
@@ -263,17 +263,9 @@ def test_a_retried_attempt_with_the_same_request_id_gets_the_same_lease(
     it gives up (exit 123); the second attempt, with the same request id, gets that lease:
     one grant, no second lease, and the job runs once. (The pause between attempts is cut
     from 60 s to 0.1 s.)"""
-    lost = 0
-
-    def lose_the_first_acquire(first_line: bytes) -> bool:
-        nonlocal lost
-        if first_line.startswith(b"POST /api/v2/leases ") and lost < 1:
-            lost += 1
-            return True
-        return False
 
     text = recipes()["cron"].replace("sleep 60", "sleep 0.1")
-    with AnswerDroppingProxy(server.port, lose_the_first_acquire) as proxy:
+    with AnswerDroppingProxy(server.port, losing_acquires(1)) as proxy:
         command, environment = job("cron", text, tmp_path, proxy.url, next(NUMBERS))
         environment["RENTABOT_RETRY_FOR"] = "0"  # give up at once: the script retries
         done = subprocess.run(

@@ -28,7 +28,7 @@ from rentabot.client import (
     ServerUnreachableError,
 )
 from rentabot.client.aio import AsyncClient
-from tests.client_support import AnswerDroppingProxy, lab_server, states, wait_for
+from tests.client_support import AnswerDroppingProxy, lab_server, losing_acquires, states, wait_for
 from tests.support import ROOT, Server, free_port
 
 pytestmark = pytest.mark.e2e
@@ -204,17 +204,9 @@ def test_a_lost_answer_is_retried_with_the_same_request_id_and_never_takes_two_l
 ) -> None:
     """The first two answers to the acquire are lost on the way back (the server did
     grant); the client retries with the same request id and gets that one lease."""
-    lost = 0
-
-    def lose_two_acquires(first_line: bytes) -> bool:
-        nonlocal lost
-        if first_line.startswith(b"POST /api/v2/leases ") and lost < 2:
-            lost += 1
-            return True
-        return False
 
     with (
-        AnswerDroppingProxy(server.port, lose_two_acquires) as proxy,
+        AnswerDroppingProxy(server.port, losing_acquires(2)) as proxy,
         Client(proxy.url, retry_for=5) as client,
     ):
         lease = client.lock(tags=["retry"], ttl=60)

@@ -16,14 +16,11 @@ from rentabot.cli.client_options import (
     client_options,
     connect,
     describe_selection,
-    lock_options,
+    lock_request,
     reporting_errors,
-    request_options,
-    selection,
-    selection_options,
 )
 from rentabot.cli.environment import lease_environment, shell_exports
-from rentabot.client import Holder, Lease, format_duration
+from rentabot.client import Holder, Lease, LockOptions, format_duration
 from rentabot.client.sync import exit_on_signals
 
 #: Signals that end a waiting `lock` (exit status 128 + N) after it left the queue.
@@ -105,13 +102,12 @@ def _holder_json(holder: Holder | None) -> dict[str, object] | None:
 
 
 @click.command(epilog=EXIT_CODES)
-@selection_options
+@lock_request
 @click.option(
     "--ttl",
     type=DURATION,
     help="Lease time (90s, 10m, 2h); renew before it runs out.  [default: the server's]",
 )
-@request_options
 @click.option("--json", "as_json", is_flag=True, help="Print the lease as JSON.")
 @click.option(
     "--shell",
@@ -120,16 +116,8 @@ def _holder_json(holder: Holder | None) -> dict[str, object] | None:
 )
 @client_options
 def lock(
-    ids: tuple[int, ...],
-    names: tuple[str, ...],
-    tags: tuple[str, ...],
-    count: int,
+    options: LockOptions,
     ttl: float | None,
-    wait: float,
-    priority: int,
-    owner: str | None,
-    description: str | None,
-    request_id: str | None,
     as_json: bool,
     shell: bool,
     url: str,
@@ -149,20 +137,8 @@ def lock(
     """
     if as_json and shell:
         raise click.UsageError("give --json or --shell, not both")
-    progress = QueueProgress(describe_selection(selection(ids, names, tags, count)))
-    options = lock_options(
-        ids=ids,
-        names=names,
-        tags=tags,
-        count=count,
-        ttl=ttl,
-        wait=wait,
-        priority=priority,
-        owner=owner,
-        description=description,
-        request_id=request_id,
-        on_progress=progress,
-    )
+    progress = QueueProgress(describe_selection(options))
+    options.update({"ttl": ttl, "on_progress": progress})
     # Interrupted while waiting, the client leaves the queue before the process exits.
     with (
         exit_on_signals(INTERRUPTS),

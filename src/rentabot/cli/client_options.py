@@ -5,6 +5,7 @@ the exit codes. They reach the server over HTTP only, through `rentabot.client`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import os
 import socket
@@ -87,8 +88,38 @@ def client_options(command: F) -> F:
     return command
 
 
-def selection_options(command: F) -> F:
-    """`--id`, `--name`, `--tag` (each repeatable) and `--count`: what to lock."""
+def lock_request(command: Callable[..., None]) -> Callable[..., None]:
+    """What to lock (`--id`, `--name`, `--tag`, each repeatable, `--count`) and how
+    (`--wait`, `--priority`, `--owner`, `--description`, `--request-id`), handed to the
+    command as one `options: LockOptions` (a usage error when the selection says nothing
+    or mixes ways of selecting). The command adds its `ttl` and `on_progress`."""
+
+    @functools.wraps(command)
+    def with_options(
+        *,
+        ids: tuple[int, ...],
+        names: tuple[str, ...],
+        tags: tuple[str, ...],
+        count: int,
+        wait: float,
+        priority: int,
+        owner: str | None,
+        description: str | None,
+        request_id: str | None,
+        **rest: Any,
+    ) -> None:
+        options = selection(ids, names, tags, count)
+        options.update(
+            {
+                "wait": wait,
+                "priority": priority,
+                "owner": owner or default_owner(),
+                "description": description,
+                "request_id": request_id,
+            }
+        )
+        command(options=options, **rest)
+
     options = [
         click.option("--id", "ids", type=int, multiple=True, help="A resource id (repeatable)."),
         click.option("--name", "names", multiple=True, help="A resource name (repeatable)."),
@@ -104,15 +135,6 @@ def selection_options(command: F) -> F:
             default=1,
             help="How many resources carrying the tags.  [default: 1]",
         ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def request_options(command: F) -> F:
-    """`--wait`, `--priority`, `--owner`, `--description`, `--request-id`."""
-    options = [
         click.option(
             "--wait",
             type=DURATION,
@@ -130,39 +152,10 @@ def request_options(command: F) -> F:
             " same lease, never a second one.  [default: a new uuid]",
         ),
     ]
+    decorated: Callable[..., None] = with_options
     for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def lock_options(
-    *,
-    ids: Sequence[int],
-    names: Sequence[str],
-    tags: Sequence[str],
-    count: int,
-    ttl: float | None,
-    wait: float,
-    priority: int,
-    owner: str | None,
-    description: str | None,
-    request_id: str | None,
-    on_progress: Callable[[int], None],
-) -> LockOptions:
-    """The client's lock options from the command's (a usage error when they conflict)."""
-    options = selection(ids, names, tags, count)
-    options.update(
-        {
-            "ttl": ttl,
-            "wait": wait,
-            "priority": priority,
-            "owner": owner or default_owner(),
-            "description": description,
-            "request_id": request_id,
-            "on_progress": on_progress,
-        }
-    )
-    return options
+        decorated = option(decorated)
+    return decorated
 
 
 def selection(

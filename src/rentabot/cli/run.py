@@ -23,11 +23,8 @@ from rentabot.cli.client_options import (
     exit_code,
     explain,
     fail,
-    lock_options,
+    lock_request,
     reporting_errors,
-    request_options,
-    selection,
-    selection_options,
 )
 from rentabot.cli.environment import child_environment
 from rentabot.client import (
@@ -35,6 +32,7 @@ from rentabot.client import (
     HeldLease,
     Lease,
     LeaseLostError,
+    LockOptions,
     RentabotClientError,
     format_duration,
 )
@@ -69,7 +67,7 @@ class _InterruptedError(BaseException):
     context_settings={"allow_interspersed_args": False},
     epilog=RUN_EXIT_CODES,
 )
-@selection_options
+@lock_request
 @click.option(
     "--ttl",
     type=DURATION,
@@ -77,7 +75,6 @@ class _InterruptedError(BaseException):
     help="Lease time, renewed every third of it: a job killed with SIGKILL frees the"
     " resource within this.  [default: 5m]",
 )
-@request_options
 @click.option(
     "--kill-after",
     type=DURATION,
@@ -87,16 +84,8 @@ class _InterruptedError(BaseException):
 @client_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
-    ids: tuple[int, ...],
-    names: tuple[str, ...],
-    tags: tuple[str, ...],
-    count: int,
+    options: LockOptions,
     ttl: float,
-    wait: float,
-    priority: int,
-    owner: str | None,
-    description: str | None,
-    request_id: str | None,
     kill_after: float,
     url: str,
     api_key: str | None,
@@ -121,23 +110,11 @@ def run(
     """
     if ttl <= 0:
         raise click.BadParameter("must be more than 0", param_hint="--ttl")
-    what = describe_selection(selection(ids, names, tags, count))
-    progress = QueueProgress(what)
-    options = lock_options(
-        ids=ids,
-        names=names,
-        tags=tags,
-        count=count,
-        ttl=ttl,
-        wait=wait,
-        priority=priority,
-        owner=owner,
-        # The command's name, not its arguments: they may hold secrets, and anyone can read
-        # a lease's description in the queue and the audit trail.
-        description=description or f"rentabot run {Path(command[0]).name}"[:2000],
-        request_id=request_id,
-        on_progress=progress,
-    )
+    progress = QueueProgress(describe_selection(options))
+    options.update({"ttl": ttl, "on_progress": progress})
+    # The command's name, not its arguments: they may hold secrets, and anyone can read a
+    # lease's description in the queue and the audit trail.
+    options["description"] = options.get("description") or f"rentabot run {Path(command[0]).name}"
     with connect(url, api_key, retry_for) as client:
         job = _Job(client, list(command), kill_after, url)
         job.catch_signals()
