@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from functools import partial
 
 import pytest
 
 from rentabot.client import Client
 from tests.client_support import client_environment, rentabot_command, states, wait_for
-from tests.support import Server, free_port
+from tests.support import Server
 
 pytestmark = pytest.mark.e2e
 
@@ -145,18 +144,6 @@ def test_no_such_resource_exits_121(server: Server) -> None:
     done = rentabot(server.url, "lock", "--tag", "unobtainium")
     assert done.returncode == 121
     assert done.stderr.startswith("rentabot: error: Only 0 resource(s) carry the tags")
-
-
-def test_an_unreachable_server_exits_123_with_the_url_after_the_retry_budget() -> None:
-    """Nobody listens: exit 123 within the 1 s retry budget (plus start-up), naming the
-    URL and the option to check."""
-    url = f"http://127.0.0.1:{free_port()}"
-    started = time.monotonic()
-    done = rentabot(url, "lock", "--tag", "any", "--retry-for", "1s")
-    assert done.returncode == 123
-    assert time.monotonic() - started < 10
-    assert f"cannot reach the rentabot server at {url}" in done.stderr
-    assert "check --url or RENTABOT_URL" in done.stderr
 
 
 def test_a_ttl_above_the_servers_maximum_exits_124(server: Server) -> None:

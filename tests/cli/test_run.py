@@ -240,7 +240,7 @@ def test_refusals_have_their_own_exit_codes_and_never_run_the_command(
     server: Server, client: Client, tmp_path: Path
 ) -> None:
     """Timed out waiting: 122. No such resource: 121. Server unreachable: 123 within the
-    retry budget, naming the URL. The command never runs."""
+    retry budget, naming the URL and where it comes from. The command never runs."""
     holders = [client.lock(tags=["run-refused"], ttl=60) for _ in range(2)]
     command = ("--", "touch", "ran")
     waited = run(server.url, "--tag", "run-refused", "--wait", "1s", *command, cwd=tmp_path)
@@ -254,6 +254,7 @@ def test_refusals_have_their_own_exit_codes_and_never_run_the_command(
     assert unreachable.returncode == 123
     assert time.monotonic() - started < 10
     assert f"cannot reach the rentabot server at {nowhere}" in unreachable.stderr
+    assert "check --url or RENTABOT_URL" in unreachable.stderr
     assert not (tmp_path / "ran").exists()
     for holder in holders:
         client.release(holder)
