@@ -131,7 +131,7 @@ def test_a_lease_revoked_by_an_operator_stops_the_command_and_everything_it_star
     script = 'trap "" TERM; sleep 60 & echo $! > child; echo go > ready; wait; wait'
     with start(
         server.url,
-        *("--tag", "run-revoked", "--ttl", "1.5s", "--kill-after", "1s"),
+        *("--tag", "run-revoked", "--ttl", "1.5s", "--kill-after", "0.5s"),
         *("--", "sh", "-c", script),
         cwd=tmp_path,
     ) as job:
@@ -243,14 +243,16 @@ def test_refusals_have_their_own_exit_codes_and_never_run_the_command(
     retry budget, naming the URL and where it comes from. The command never runs."""
     holders = [client.lock(tags=["run-refused"], ttl=60) for _ in range(2)]
     command = ("--", "touch", "ran")
-    waited = run(server.url, "--tag", "run-refused", "--wait", "1s", *command, cwd=tmp_path)
+    waited = run(server.url, "--tag", "run-refused", "--wait", "0.5s", *command, cwd=tmp_path)
     assert waited.returncode == 122
     assert "timed out" in waited.stderr
     missing = run(server.url, "--name", "no-such-board", *command, cwd=tmp_path)
     assert missing.returncode == 121
     nowhere = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    unreachable = run(nowhere, "--tag", "run-refused", "--retry-for", "1s", *command, cwd=tmp_path)
+    unreachable = run(
+        nowhere, "--tag", "run-refused", "--retry-for", "0.5s", *command, cwd=tmp_path
+    )
     assert unreachable.returncode == 123
     assert time.monotonic() - started < 10
     assert f"cannot reach the rentabot server at {nowhere}" in unreachable.stderr
