@@ -172,6 +172,21 @@ def test_resources_filter_by_tag_and_state_and_page(api: TestClient) -> None:
     assert "token" not in str(api.get("/api/v2/resources").json())
 
 
+def test_a_locked_resource_names_its_holder_but_never_its_token(api: TestClient) -> None:
+    """The listing gives a held resource's lease id, owner and deadline; a free one none."""
+    body = {"select": {"ids": [2]}, "ttl": 60, "owner": "ci/job/9"}
+    lease = api.post("/api/v2/leases", json=body).json()["lease"]
+    listed = {r["id"]: r for r in api.get("/api/v2/resources").json()["resources"]}
+    assert listed[2]["holder"] == {
+        "lease_id": lease["id"],
+        "owner": "ci/job/9",
+        "acquired_at": lease["acquired_at"],
+        "expires_at": lease["expires_at"],
+    }
+    assert listed[1]["holder"] is None
+    assert lease["token"] not in str(listed)
+
+
 def test_a_wait_that_runs_out_answers_409_with_the_last_queue_position(
     client: TestClient,
 ) -> None:

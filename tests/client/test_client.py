@@ -72,8 +72,10 @@ def test_lock_renew_and_release_hold_then_free_the_resource(client: Client) -> N
     assert held.properties == {"serial": "solo1", "jlink-id": "1"}
     assert held.fence >= 1
     assert states(client, "solo") == ["locked"]
-    holder = client.holders([held.id])[held.id]
-    assert (holder.lease_id, holder.owner) == (lease.id, "tests")
+    (listed,) = [r for r in client.resources(tags=["solo"]) if r.id == held.id]
+    assert listed.holder is not None
+    assert (listed.holder.lease_id, listed.holder.owner) == (lease.id, "tests")
+    assert listed.holder.expires_at == lease.expires_at
     renewed = client.renew(lease, ttl=600)
     assert renewed.expires_at is not None
     assert lease.expires_at is not None

@@ -107,6 +107,15 @@ class RenewRequest(Strict):
     ttl: float | None = Field(default=None, gt=0)
 
 
+class HolderOut(BaseModel):
+    """The lease holding a resource (its owner and deadline; never its token)."""
+
+    lease_id: int
+    owner: str | None
+    acquired_at: float
+    expires_at: float | None = Field(description="Seconds since the epoch; null: no TTL.")
+
+
 class ResourceOut(BaseModel):
     """A resource."""
 
@@ -117,6 +126,7 @@ class ResourceOut(BaseModel):
     tags: list[str]
     properties: dict[str, str]
     state: Literal["available", "locked", "maintenance"]
+    holder: HolderOut | None = Field(description="The lease holding it; null when free.")
 
     @classmethod
     def of(cls, resource: Resource) -> ResourceOut:
@@ -132,6 +142,16 @@ class ResourceOut(BaseModel):
             tags=list(resource.tags),
             properties=dict(resource.properties),
             state=state,
+            holder=(
+                HolderOut(
+                    lease_id=holder.lease_id,
+                    owner=holder.owner,
+                    acquired_at=holder.acquired_at,
+                    expires_at=holder.expires_at,
+                )
+                if (holder := resource.holder) is not None
+                else None
+            ),
         )
 
 

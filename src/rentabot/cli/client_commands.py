@@ -20,7 +20,7 @@ from rentabot.cli.client_options import (
     reporting_errors,
 )
 from rentabot.cli.environment import lease_environment, shell_exports
-from rentabot.client import Holder, Lease, LockOptions, format_duration
+from rentabot.client import Lease, LockOptions, format_duration
 from rentabot.client.sync import exit_on_signals
 
 #: Signals that end a waiting `lock` (exit status 128 + N) after it left the queue.
@@ -66,24 +66,16 @@ def ls(
     api_key: str | None,
     retry_for: float,
 ) -> None:
-    """List resources: state, holder and expiry.
-
-    The holder (the lease's owner) and its expiry come from the server's audit trail.
-    """
+    """List resources: state, holder (the lease's owner) and expiry."""
     with reporting_errors(), connect(url, api_key, retry_for) as client:
         resources = client.resources(tags, state)
-        holders = client.holders([r.id for r in resources if r.state == "locked"])
     if as_json:
-        listed = [
-            {**r.model_dump(mode="json"), "holder": _holder_json(holders.get(r.id))}
-            for r in resources
-        ]
-        click.echo(json.dumps(listed, indent=2))
+        click.echo(json.dumps([r.model_dump(mode="json") for r in resources], indent=2))
         return
     now = time.time()
     rows = []
     for resource in resources:
-        holder = holders.get(resource.id)
+        holder = resource.holder
         rows.append(
             [
                 str(resource.id),
@@ -95,10 +87,6 @@ def ls(
             ]
         )
     click.echo(_table(["ID", "NAME", "STATE", "HOLDER", "EXPIRES", "TAGS"], rows))
-
-
-def _holder_json(holder: Holder | None) -> dict[str, object] | None:
-    return holder.model_dump(mode="json") if holder is not None else None
 
 
 @click.command(epilog=EXIT_CODES)

@@ -18,7 +18,7 @@ from typing import TypeVar, Unpack
 import httpx
 
 from rentabot.client.held import HeldLease, OnLost
-from rentabot.client.models import Holder, Lease, Resource, Ticket
+from rentabot.client.models import Lease, Resource, Ticket
 from rentabot.client.protocol import (
     DEFAULT_LEASE_TTL,
     Call,
@@ -108,10 +108,6 @@ class AsyncClient:
     async def resources(self, tags: Sequence[str] = (), state: str | None = None) -> list[Resource]:
         """See `Client.resources`."""
         return await self._run(self._protocol.resources(tags, state))
-
-    async def holders(self, resource_ids: Sequence[int]) -> dict[int, Holder]:
-        """See `Client.holders`."""
-        return await self._run(self._protocol.holders(resource_ids))
 
     async def queue(self) -> list[Ticket]:
         """See `Client.queue`."""

@@ -56,6 +56,8 @@ class Resource(_Answer):
     properties: dict[str, str] = {}
     #: `available`, `locked` or `maintenance`.
     state: str
+    #: The lease holding it; None when free.
+    holder: Holder | None = None
 
 
 class Ticket(_Answer):
@@ -76,9 +78,10 @@ class Ticket(_Answer):
 
 
 class Holder(_Answer):
-    """Who holds a resource, read from the server's audit trail."""
+    """The lease holding a resource (never its token)."""
 
     lease_id: int
     owner: str | None = None
+    acquired_at: float | None = None
     #: Seconds since the epoch (the server's clock); None: held until released.
     expires_at: float | None = None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rentabot.client.errors import (
     InvalidRequestError,
@@ -30,7 +30,7 @@ from rentabot.client.errors import (
     error_from_answer,
 )
 from rentabot.client.held import HeldLease
-from rentabot.client.models import Holder, Lease, Resource, Ticket
+from rentabot.client.models import Lease, Resource, Ticket
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -93,8 +93,6 @@ DEFAULT_LEASE_TTL = 300.0
 #: A kept lease is renewed every TTL times this.
 RENEW_FRACTION = 1 / 3
 #: Events are read from the newest backwards in windows this large, then 8 times larger.
-EVENT_WINDOW = 4096
-EVENT_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,17 +180,6 @@ def _needs_cleanup(error: BaseException) -> bool:
         and error.status is not None
         and not isinstance(error, ServerError)
     )
-
-
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="ignore", defer_build=True)
-
-    id: int
-    kind: str
-    resource_id: int | None = None
-    lease_id: int | None = None
-    actor: str | None = None
-    detail: dict[str, Any] = {}
 
 
 class Protocol:
@@ -470,70 +457,6 @@ class Protocol:
             json={"reason": reason, "actor": actor},
         )
         return int((yield from self.call(call, 200))["lease_id"])
-
-    def holders(self, resource_ids: Sequence[int]) -> Flow[dict[int, Holder]]:
-        """Who holds each of these resources, and until when, from the audit trail (the
-        resource listing does not say): the resource's last grant, then its lease's renewals.
-
-        Reads backwards from the newest event in growing windows, so the cost follows how
-        long ago the lease was granted, not the length of the history."""
-        found: dict[int, Holder] = {}
-        if not resource_ids:
-            return found
-        newest = yield from self._newest_event_bound()
-        for resource_id in resource_ids:
-            grant = yield from self._last_grant(resource_id, newest)
-            if grant is None or grant.lease_id is None:
-                continue
-            expires = grant.detail.get("expires_at")
-            for event in (yield from self._events(grant.id, lease_id=grant.lease_id)):
-                if event.kind == "renewed":
-                    expires = event.detail.get("expires_at", expires)
-            found[resource_id] = Holder(
-                lease_id=grant.lease_id,
-                owner=grant.actor,
-                expires_at=float(expires) if isinstance(expires, int | float) else None,
-            )
-        return found
-
-    def _events(self, after: int, until: int | None = None, **only: int) -> Flow[list[_Event]]:
-        """Events with ids in (after, until], oldest first, paged."""
-        found: list[_Event] = []
-        while True:
-            params = [("since", str(after)), ("limit", str(EVENT_PAGE))]
-            params += [(key, str(value)) for key, value in only.items()]
-            page = yield from self.call(Call("GET", "/api/v2/events", params=tuple(params)), 200)
-            batch = [parse(_Event, item) for item in page.get("events", [])]
-            found += [e for e in batch if until is None or e.id <= until]
-            if len(batch) < EVENT_PAGE or (until is not None and batch[-1].id >= until):
-                return found
-            after = batch[-1].id
-
-    def _newest_event_bound(self) -> Flow[int]:
-        """A number at least as large as the newest event id (within 8 times of it)."""
-        bound = EVENT_WINDOW
-        while True:
-            params = (("since", str(bound)), ("limit", "1"))
-            page = yield from self.call(Call("GET", "/api/v2/events", params=params), 200)
-            if not page.get("events"):
-                return bound
-            bound *= 8
-
-    def _last_grant(self, resource_id: int, newest: int) -> Flow[_Event | None]:
-        """The grant of the lease holding the resource now (None: it is free after all)."""
-        upper, span = newest, EVENT_WINDOW
-        ended: set[int] = set()
-        while True:
-            lower = max(0, upper - span)
-            events = yield from self._events(lower, upper, resource_id=resource_id)
-            for event in reversed(events):
-                if event.kind == "granted":
-                    return None if event.lease_id in ended else event
-                if event.lease_id is not None:
-                    ended.add(event.lease_id)
-            if lower == 0:
-                return None
-            upper, span = lower, span * 8
 
 
 class Steps(Generic[T]):

@@ -14,7 +14,7 @@ from typing import TypeVar, Unpack
 import httpx
 
 from rentabot.client.held import HeldLease, OnLost
-from rentabot.client.models import Holder, Lease, Resource, Ticket
+from rentabot.client.models import Lease, Resource, Ticket
 from rentabot.client.protocol import (
     DEFAULT_LEASE_TTL,
     Call,
@@ -168,13 +168,8 @@ class Client:
 
     def resources(self, tags: Sequence[str] = (), state: str | None = None) -> list[Resource]:
         """Every resource carrying all `tags` (and in `state`: available, locked,
-        maintenance), in id order."""
+        maintenance), in id order; a locked one names its `holder` (lease, owner, expiry)."""
         return self._run(self._protocol.resources(tags, state))
-
-    def holders(self, resource_ids: Sequence[int]) -> dict[int, Holder]:
-        """Who holds each of these resources (lease id, owner, expiry), from the audit
-        trail; resources found free are left out."""
-        return self._run(self._protocol.holders(resource_ids))
 
     def queue(self) -> list[Ticket]:
         """The waiting requests, in the order they will be served."""

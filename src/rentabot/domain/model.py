@@ -41,6 +41,17 @@ def split_tags(tags_text: str | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class Holder:
+    """The lease holding a resource, as everyone may see it (never its token)."""
+
+    lease_id: int
+    owner: str | None
+    acquired_at: float
+    #: Seconds since the epoch; None: held until released.
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class Resource:
     """A resource as clients see it, with its current lock."""
 
@@ -55,6 +66,8 @@ class Resource:
     lock_token: str | None
     #: Last fence issued (0: never locked). Increases with every grant.
     fence: int
+    #: The lease holding it (None when free, or not read).
+    holder: Holder | None = None
 
     @property
     def tags(self) -> tuple[str, ...]:

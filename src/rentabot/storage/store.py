@@ -10,13 +10,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from rentabot.domain.model import Event, Lease, Resource, ResourceSpec, Ticket
+from rentabot.domain.model import Event, Holder, Lease, Resource, ResourceSpec, Ticket
 
 V = TypeVar("V")
 
 _RESOURCE_COLUMNS = (
     "r.id, r.name, r.description, r.endpoint, r.tags_text, r.properties, r.maintenance,"
-    " l.token, r.fence"
+    " l.token, r.fence, l.id, l.owner, l.acquired_at, l.expires_at"
 )
 _VISIBLE = "(r.retired_at IS NULL OR r.lease_id IS NOT NULL)"
 _CLAIMABLE = "r.lease_id IS NULL AND r.retired_at IS NULL AND NOT r.maintenance"
@@ -46,6 +46,8 @@ def _properties(text: str | None) -> Mapping[str, str]:
 
 
 def _resource(row: Sequence[Any]) -> Resource:
+    """A resource from `_RESOURCE_COLUMNS` (or its first nine, without the holder)."""
+    holder = Holder(row[9], row[10], row[11], row[12]) if len(row) > 9 and row[9] else None
     return Resource(
         id=row[0],
         name=row[1],
@@ -56,6 +58,7 @@ def _resource(row: Sequence[Any]) -> Resource:
         maintenance=bool(row[6]),
         lock_token=row[7],
         fence=row[8],
+        holder=holder,
     )
 
 
