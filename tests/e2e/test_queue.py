@@ -1,6 +1,6 @@
 """The wait queue through real HTTP: fair order, no starvation, keep-alive, idempotency.
 
-Each test runs against one server on SQLite, and against three replicas on one PostgreSQL
+Each test runs against one server on SQLite, and against two replicas on one PostgreSQL
 with the clients spread over them (the queue is one, whichever replica a client talks to).
 """
 
@@ -20,7 +20,7 @@ from tests.support import Replicas, Server, postgres_schema, write_descriptor
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(params=["sqlite", "postgresql-replicas=3"])
+@pytest.fixture(params=["sqlite", "postgresql-replicas=2"])
 def urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
     """The base URLs of a deployment serving three boards tagged `pool`, and a spare;
     long-polls answer within 1 s, and waiting clients leave after 1 s of silence."""
@@ -38,7 +38,7 @@ def urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
         with Server(tmp_path / "db.sqlite", descriptor, env=env) as running:
             yield [running.url]
         return
-    with postgres_schema() as url, Replicas(url, descriptor, 3, tmp_path, env=env) as replicas:
+    with postgres_schema() as url, Replicas(url, descriptor, 2, tmp_path, env=env) as replicas:
         yield replicas.urls
 
 
