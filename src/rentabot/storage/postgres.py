@@ -147,13 +147,19 @@ class PostgresDatabase(Database):
             application_name="rentabot",
         )
         milliseconds = int(self._timeout * 1000)
-        # A statement (or the wait for the write lock) never hangs a request for longer; a
-        # replica stopped inside a transaction cannot hold the write lock for longer either.
-        connection.execute(f"SET statement_timeout = {milliseconds}")
-        connection.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
-        if self._channel is None:
-            schema = connection.execute("SELECT current_schema()").fetchone()
-            self._channel = f"rentabot_{schema[0] if schema else 'public'}"[:63]
+        try:
+            # A statement (or the wait for the write lock) never hangs a request for longer;
+            # a replica stopped inside a transaction cannot hold the write lock for longer.
+            connection.execute(
+                f"SET statement_timeout = {milliseconds};"
+                f" SET idle_in_transaction_session_timeout = {milliseconds}"
+            )
+            if self._channel is None:
+                schema = connection.execute("SELECT current_schema()").fetchone()
+                self._channel = f"rentabot_{schema[0] if schema else 'public'}"[:63]
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def _mark_down(self, error: Exception) -> DatabaseUnavailableError:
@@ -186,23 +192,29 @@ class PostgresDatabase(Database):
                     raise self._mark_down(error) from error
             try:
                 yield connection
-            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                connection.close()
-                raise self._mark_down(error) from error
-            except BaseException:
-                # A refusal raised inside a transaction leaves the connection reusable.
-                if connection.closed or connection.info.transaction_status != (
-                    TransactionStatus.IDLE
-                ):
+            except psycopg.Error as error:
+                if connection.broken or connection.closed:
+                    # The connection is gone (PostgreSQL restarted, the network failed):
+                    # so are its idle siblings, most likely.
                     connection.close()
-                else:
-                    self._keep(connection)
+                    raise self._mark_down(error) from error
+                # PostgreSQL answered (a statement timed out, say): this request fails,
+                # the connection and the database are fine.
+                self._give_back(connection)
+                raise DatabaseUnavailableError(f"PostgreSQL: {str(error).strip()}") from error
+            except BaseException:
+                # A refusal raised inside a transaction (rolled back) leaves it reusable.
+                self._give_back(connection)
                 raise
-            self._keep(connection)
+            self._give_back(connection)
         finally:
             self._slots.release()
 
-    def _keep(self, connection: psycopg.Connection[Any]) -> None:
+    def _give_back(self, connection: psycopg.Connection[Any]) -> None:
+        """Keep a connection for the next request, unless its state is not a clean idle."""
+        if connection.closed or connection.info.transaction_status != TransactionStatus.IDLE:
+            connection.close()
+            return
         with self._idle_lock:
             self._idle.append(connection)
 
