@@ -4,7 +4,6 @@ processes (tests/support.py has the server side)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
@@ -13,7 +12,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rentabot.client import Client
-from tests.support import RENTABOT, Server, free_port, write_descriptor
+from tests.support import (
+    RENTABOT,
+    Server,
+    environment_without_settings,
+    free_port,
+    write_descriptor,
+)
 
 
 class AnswerDroppingProxy:
@@ -102,11 +107,8 @@ def client_environment(url: str, **extra: str) -> dict[str, str]:
     """The environment of a `rentabot` client process: this one's without RENTABOT_*
     variables, plus the server URL, a short retry budget, a fixed terminal width, and the
     installed `rentabot` first on the PATH (for scripts that call it)."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
-    path = f"{RENTABOT.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
-    environment.update(
-        {"RENTABOT_URL": url, "RENTABOT_RETRY_FOR": "3s", "COLUMNS": "80", "PATH": path}
-    )
+    environment = environment_without_settings(rentabot_on_path=True)
+    environment.update({"RENTABOT_URL": url, "RENTABOT_RETRY_FOR": "3s", "COLUMNS": "80"})
     environment.update(extra)
     return environment
 

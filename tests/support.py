@@ -69,6 +69,15 @@ def postgres_schema() -> Iterator[str]:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def environment_without_settings(*, rentabot_on_path: bool = False) -> dict[str, str]:
+    """This process's environment without any RENTABOT_* variable (a child must see only
+    the settings a test gives it); optionally with the installed `rentabot` first on PATH."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
+    if rentabot_on_path:
+        environment["PATH"] = f"{RENTABOT.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    return environment
+
+
 def write_descriptor(path: Path, resources: dict[str, Any]) -> Path:
     """Write a descriptor file from a mapping of name → fields."""
     path.write_text(yaml.safe_dump(resources, sort_keys=False))
@@ -130,7 +139,7 @@ class Server:
 
     def launch(self) -> None:
         """Start the process, without waiting for it to answer."""
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
+        environment = environment_without_settings()
         environment.update(self.env)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

@@ -13,7 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import EXAMPLES, RENTABOT, ROOT, free_port, postgres_schema
+from tests.support import (
+    EXAMPLES,
+    ROOT,
+    environment_without_settings,
+    free_port,
+    postgres_schema,
+)
 
 DEPLOYMENT = ROOT / "docs" / "deployment.md"
 #: What the recipe names, and what the test runs it with instead.
@@ -48,8 +54,7 @@ def test_the_replicas_recipe_works_as_written(tmp_path: Path) -> None:
             .replace(RECIPE_DESCRIPTOR, str(EXAMPLES))
             .replace(RECIPE_PORTS, " ".join(map(str, ports)))
         )
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
-        environment["PATH"] = f"{RENTABOT.parent}:{environment.get('PATH', '/usr/bin:/bin')}"
+        environment = environment_without_settings(rentabot_on_path=True)
         shell = subprocess.Popen(
             ["bash", "-euo", "pipefail", "-c", script],
             cwd=tmp_path,

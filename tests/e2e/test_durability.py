@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import skip_or_fail
-from tests.support import RENTABOT, V1, Server, write_descriptor
+from tests.support import V1, Server, write_descriptor
 
 pytestmark = pytest.mark.e2e
 
 LOCKED = "Resource locked"
 RELEASED = "Resource available"
 BUSY = "Cannot lock the requested resource, resource(s) already locked"
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    """Servers a test starts; every one still running at the end is killed."""
-    if not RENTABOT.exists():
-        skip_or_fail(f"the rentabot console script is not installed at {RENTABOT}")
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.kill()
 
 
 def start(servers: list[Server], database: Path, descriptor: Path) -> httpx.Client:

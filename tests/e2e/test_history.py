@@ -11,14 +11,12 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import skip_or_fail
 from tests.e2e.history import (
     GRACE_S,
     KEEPALIVE_S,
@@ -32,7 +30,7 @@ from tests.e2e.history import (
     check_history,
     total,
 )
-from tests.support import RENTABOT, Server, write_descriptor
+from tests.support import Server, write_descriptor
 
 #: `pool` on five resources, `x` on three, two carry both; one has another tag, one none.
 RESOURCES: dict[str, object] = {
@@ -54,17 +52,6 @@ ENV = {
 CLIENTS = 12
 #: Set HISTORY_SEED to replay a run's random choices (thread timing still varies).
 SEED = int(os.environ.get("HISTORY_SEED", random.randrange(2**32)))
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    """Servers a test starts; every one still running at the end is killed."""
-    if not RENTABOT.exists():
-        skip_or_fail(f"the rentabot console script is not installed at {RENTABOT}")
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.kill()
 
 
 def start(servers: list[Server], tmp_path: Path) -> Server:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import time
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import skip_or_fail
-from tests.support import RENTABOT, V1, Server, free_port
+from tests.support import RENTABOT, V1, Server, environment_without_settings, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +61,7 @@ BAD_DESCRIPTORS = [
 
 def run_cli(*args: str, timeout: float = REFUSAL_S) -> subprocess.CompletedProcess[str]:
     """Run `rentabot ARGS…` without any RENTABOT_* variable of ours, capturing its output."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RENTABOT_")}
+    environment = environment_without_settings()
     return subprocess.run(
         [str(RENTABOT), *args],
         capture_output=True,
