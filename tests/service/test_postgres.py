@@ -11,7 +11,7 @@ import pytest
 from rentabot.service.bootstrap import prepare_database
 from rentabot.settings import Settings
 from rentabot.storage.database import DatabaseUnavailableError, open_database
-from rentabot.storage.postgres import LOCK_CLASS
+from rentabot.storage.postgres import DOWN_BACKOFF_S, LOCK_CLASS
 from rentabot.storage.store import Store
 from tests.support import EXAMPLES
 
@@ -74,4 +74,69 @@ async def test_writers_of_two_processes_take_turns(settings: Settings) -> None:
         await releaser
     finally:
         stuck.close()
+        database.dispose()
+
+
+def _backend_pid(store: Store) -> int:
+    pid: int = store._run("SELECT pg_backend_pid()").fetchone()[0]
+    return pid
+
+
+async def test_a_connection_lost_in_a_group_fails_the_whole_group_and_is_not_reused(
+    settings: Settings,
+) -> None:
+    """A connection that dies under an operation fails every caller of its group, never half."""
+    database = open_database(settings.database_url)
+    try:
+        first = await database.write(_backend_pid)
+
+        def kill_own_connection(store: Store) -> None:
+            store.add_event(1.0, "lost")
+            store._run("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        outcomes = await asyncio.gather(
+            database.write(lambda store: store.add_event(1.0, "lost too")),
+            database.write(kill_own_connection),
+            database.write(lambda store: store.add_event(1.0, "lost as well")),
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, DatabaseUnavailableError) for o in outcomes), outcomes
+        await asyncio.sleep(DOWN_BACKOFF_S + 0.1)  # requests fail at once for this long
+        events = await database.read(
+            lambda store: store.events(after=0, resource_id=None, lease_id=None, limit=1000)
+        )
+        assert [e.kind for e in events if e.kind.startswith("lost")] == []
+        assert await database.write(_backend_pid) != first  # a new connection
+    finally:
+        database.dispose()
+
+
+async def test_a_statement_that_times_out_fails_only_its_own_caller_as_unavailable(
+    settings: Settings,
+) -> None:
+    """A statement timeout in one operation is a 503 for its caller; its group commits."""
+    database = open_database(settings.database_url)
+    try:
+
+        def time_out(store: Store) -> None:
+            store.add_event(1.0, "timed out")
+            store._run("SET LOCAL statement_timeout = 50")  # undone with the savepoint
+            store._run("SELECT pg_sleep(2)")
+
+        outcomes = await asyncio.gather(
+            database.write(lambda store: store.add_event(1.0, "kept")),
+            database.write(time_out),
+            database.write(lambda store: store.add_event(1.0, "kept too")),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None
+        assert outcomes[2] is None
+        assert isinstance(outcomes[1], DatabaseUnavailableError), repr(outcomes[1])
+        assert "statement timeout" in str(outcomes[1])
+        events = await database.read(
+            lambda store: store.events(after=0, resource_id=None, lease_id=None, limit=1000)
+        )
+        assert [e.kind for e in events][-2:] == ["kept", "kept too"]
+        assert "timed out" not in [e.kind for e in events]
+    finally:
         database.dispose()

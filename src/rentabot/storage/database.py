@@ -30,7 +30,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
-from rentabot.domain.errors import RentabotError
 from rentabot.storage.store import Store
 
 T = TypeVar("T")
@@ -62,6 +61,10 @@ class Database(ABC):
 
     #: Which kind of database this is, as the health endpoint reports it.
     backend: ClassVar[str]
+
+    #: The driver's errors that, raised by one operation, mean the database could not do the
+    #: work (a statement timeout, a deadlock, I/O) rather than that the operation is wrong.
+    _operational_errors: ClassVar[tuple[type[Exception], ...]]
 
     def __init__(self, url: URL) -> None:
         self.url = url
@@ -138,9 +141,11 @@ class Database(ABC):
     async def write(self, operation: Callable[[Store], T]) -> T:
         """Run `operation` in a group transaction; return once committed.
 
-        The operation runs in its own savepoint: a RentabotError it raises undoes its writes
-        only, and is raised here. Any other error rolls the whole group back and is raised
-        to every caller in it. Every write of the group is acknowledged after one commit.
+        The operation runs in its own savepoint: whatever it raises undoes its writes only,
+        and is raised here (see `_failure`); the rest of the group commits. Only a failure of
+        the transaction itself (BEGIN, COMMIT, the rollback to a savepoint, the connection)
+        fails every caller in the group. Every write of the group is acknowledged after one
+        commit.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -157,6 +162,12 @@ class Database(ABC):
     def _run_batch(self, operations: list[Operation]) -> list[Outcome]:
         """Run operations in one transaction, each in a savepoint; their outcomes in order.
 
+        An operation that raises is rolled back to its savepoint and fails alone: on
+        PostgreSQL, `ROLLBACK TO` also recovers a transaction aborted by a failed statement.
+        Only an error of the transaction itself fails the whole group, every caller and
+        nothing committed: BEGIN or COMMIT, or a savepoint that cannot be opened or rolled
+        back to (the connection is gone, or SQLite rolled the whole transaction back).
+
         Touches no future: on PostgreSQL this runs in a worker thread.
         """
         outcomes: list[Outcome] = []
@@ -166,18 +177,37 @@ class Database(ABC):
                     store.savepoint()
                     try:
                         result = operation(store)
-                    except RentabotError as error:
-                        # A refusal (busy, not found, …): undo this operation's writes only.
+                    except Exception as error:
+                        # A refusal (busy, not found, …), input the database rejects, a bug:
+                        # undo this operation's writes only. Should that fail too, the
+                        # transaction is unusable and the error fails the group, below.
                         store.rollback_to_savepoint()
-                        outcomes.append((None, error))
+                        outcomes.append((None, self._failure(error)))
                     else:
                         store.release_savepoint()
                         outcomes.append((result, None))
         except Exception as error:
-            # Anything else (the database, a bug) fails the whole group, never half of it.
+            # The transaction failed (BEGIN, COMMIT, a savepoint, the connection): nothing of
+            # the group is committed, and every caller in it hears of it.
             failure = self._unavailable(error)
             return [(None, failure) for _ in operations]
         return outcomes
+
+    def _failure(self, error: Exception) -> Exception:
+        """What the caller of one failed operation gets (its savepoint rolled back).
+
+        DatabaseUnavailableError (503: try again) when the database could not do the work:
+        the driver's operational errors (a statement timeout, a deadlock, disk I/O; sqlite3
+        files malformed SQL there too, the class its transactions already report as
+        unavailable). Anything else is raised as it is, a RentabotError (a refusal) or not:
+        a data error caused by the operation's own input (a string the driver cannot encode,
+        a NUL byte PostgreSQL refuses, a constraint violation) or a bug is no sign that the
+        database is unavailable, retrying would fail the same way, and the original error is
+        what the log needs (the HTTP layer logs it and answers 500).
+        """
+        if isinstance(error, self._operational_errors):
+            return self._unavailable(error)
+        return error
 
     def _deliver(
         self, batch: list[tuple[Operation, asyncio.Future[Any]]], outcomes: list[Outcome]
@@ -242,6 +272,7 @@ class SqliteDatabase(Database):
     """One SQLite file in WAL mode; writes are grouped per event-loop iteration."""
 
     backend = "sqlite"
+    _operational_errors = (sqlite3.OperationalError,)
 
     def __init__(self, url: URL, *, sqlite_synchronous: str = "NORMAL") -> None:
         super().__init__(url)

@@ -114,6 +114,7 @@ class PostgresDatabase(Database):
     """A PostgreSQL database shared by any number of replicas."""
 
     backend = "postgresql"
+    _operational_errors = (psycopg.OperationalError,)
 
     def __init__(self, url: URL, *, pool_size: int = 10, timeout: float = 5.0) -> None:
         super().__init__(psycopg_url(url))
