@@ -50,8 +50,13 @@ leases = Table(
     Column("ended_at", Double),
     # released, expired, force_released
     Column("end_reason", String(32)),
-    # A client-chosen id making acquire idempotent (retries get the same lease).
+    # A client-chosen id making acquire idempotent (retries get the same lease); unique per
+    # principal, so nobody can replay someone else's.
     Column("request_id", String(200)),
+    # Who asked: a key's or user's name; '' for an anonymous caller.
+    Column("principal", Text, nullable=False, server_default=text("''")),
+    # What was asked (canonical JSON), when a request id was given: a replay must match it.
+    Column("selection", Text),
     # The expiry sweep reads only active leases that can expire, in deadline order.
     Index(
         "ix_leases_expires_at",
@@ -60,11 +65,19 @@ leases = Table(
         postgresql_where=text("ended_at IS NULL AND expires_at IS NOT NULL"),
     ),
     Index(
-        "uq_leases_request_id",
+        "uq_leases_principal_request_id",
+        "principal",
         "request_id",
         unique=True,
         sqlite_where=text("request_id IS NOT NULL"),
         postgresql_where=text("request_id IS NOT NULL"),
+    ),
+    # A principal's own active leases (release by identity, the page's "mine").
+    Index(
+        "ix_leases_principal",
+        "principal",
+        sqlite_where=text("ended_at IS NULL"),
+        postgresql_where=text("ended_at IS NULL"),
     ),
 )
 
@@ -136,6 +149,9 @@ tickets = Table(
     Column("state", String(16), nullable=False),
     Column("ended_at", Double),
     Column("lease_id", Id, ForeignKey("leases.id")),
+    # Who asked ('' for an anonymous caller), and what (canonical JSON, for replays).
+    Column("principal", Text, nullable=False, server_default=text("''")),
+    Column("selection", Text),
     Index(
         "ix_tickets_waiting",
         "priority",
@@ -144,12 +160,58 @@ tickets = Table(
         postgresql_where=text("state = 'waiting'"),
     ),
     Index(
-        "uq_tickets_request_id",
+        "uq_tickets_principal_request_id",
+        "principal",
         "request_id",
         unique=True,
         sqlite_where=text("request_id IS NOT NULL"),
         postgresql_where=text("request_id IS NOT NULL"),
     ),
+    # Counting a principal's waiting tickets (the per-principal limit).
+    Index(
+        "ix_tickets_waiting_principal",
+        "principal",
+        sqlite_where=text("state = 'waiting'"),
+        postgresql_where=text("state = 'waiting'"),
+    ),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # The principal the key authenticates as; unique among keys not revoked.
+    Column("name", String(100), nullable=False),
+    # read, lock or admin
+    Column("role", String(8), nullable=False),
+    # SHA-256 of the key (hex): the key itself is never stored.
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Double, nullable=False),
+    # Updated at most every few seconds per key, not on every request.
+    Column("last_used_at", Double),
+    Column("revoked_at", Double),
+    Index(
+        "uq_api_keys_name",
+        "name",
+        unique=True,
+        sqlite_where=text("revoked_at IS NULL"),
+        postgresql_where=text("revoked_at IS NULL"),
+    ),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # SHA-256 of the session id the browser holds in its cookie (hex).
+    Column("id", String(64), primary_key=True),
+    # The key the person signed in with: its name and role are the session's, and revoking
+    # it ends the session.
+    Column("key_id", Id, ForeignKey("api_keys.id"), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    # Set when the person signs out.
+    Column("ended_at", Double),
+    Index("ix_sessions_key_id", "key_id"),
 )
 
 events = Table(
