@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rentabot.domain.identity import ProxyPolicy, Role, parse_networks
+
 
 class Settings(BaseSettings):
     """Everything an operator can set. Built once, in `rentabot serve` or by a test."""
@@ -86,6 +88,58 @@ class Settings(BaseSettings):
     page_refresh_seconds: int = Field(
         default=10, ge=1, le=3600, description="How often the web page refreshes itself."
     )
+    anonymous_role: Literal["none", "read", "lock"] = Field(
+        default="lock",
+        description=(
+            "What callers without a key may do: lock (the original's curl lines work), read,"
+            " or none. Never admin."
+        ),
+    )
+    trusted_user_header: str | None = Field(
+        default=None,
+        description=(
+            "Header naming the signed-in user, set by a single-sign-on proxy (e.g."
+            " X-Forwarded-User); honoured only from RENTABOT_TRUSTED_PROXIES."
+        ),
+    )
+    trusted_groups_header: str | None = Field(
+        default=None,
+        description="Header with the user's groups (comma separated), set by the same proxy.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Addresses or CIDRs of the proxies that may set the trusted headers.",
+    )
+    trusted_user_role: Literal["read", "lock"] = Field(
+        default="lock", description="Role of a user the proxy vouches for who is not an admin."
+    )
+    admin_users: str = Field(
+        default="", description="Users (from the trusted header) who are admins, comma separated."
+    )
+    admin_groups: str = Field(
+        default="", description="Groups (from the groups header) whose users are admins."
+    )
+    session_ttl: float = Field(
+        default=8 * 3600.0,
+        ge=60,
+        le=30 * 24 * 3600.0,
+        description="How long a sign-in session lasts (s).",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body."
+    )
+    max_waiting: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Most requests waiting in the queue."
+    )
+    max_waiting_per_principal: int = Field(
+        default=1_000,
+        ge=1,
+        le=1_000_000,
+        description="Most requests one key or user (or all anonymous callers) may have waiting.",
+    )
+    max_stream_subscribers: int = Field(
+        default=100, ge=1, le=100_000, description="Most live event-stream clients per process."
+    )
 
     @field_validator("resource_descriptor", mode="before")
     @classmethod
@@ -94,3 +148,29 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        try:
+            parse_networks(_items(value))
+        except ValueError as error:
+            raise ValueError(f"not an address or CIDR list: {error}") from None
+        return value
+
+    @property
+    def proxy_policy(self) -> ProxyPolicy:
+        """Who the single-sign-on proxy may vouch for, and who of its users are admins."""
+        return ProxyPolicy(
+            header=self.trusted_user_header or None,
+            proxies=parse_networks(_items(self.trusted_proxies)),
+            groups_header=self.trusted_groups_header or None,
+            admin_users=frozenset(_items(self.admin_users)),
+            admin_groups=frozenset(_items(self.admin_groups)),
+            user_role=Role.parse(self.trusted_user_role),
+        )
+
+
+def _items(text: str) -> list[str]:
+    """The items of a comma-separated setting (spaces around them ignored)."""
+    return [item.strip() for item in text.split(",") if item.strip()]

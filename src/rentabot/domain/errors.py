@@ -2,10 +2,17 @@
 
 RentabotError
 ├── InvalidRequestError        the request itself is malformed (HTTP 400/422)
+│   └── RequestIdConflictError the request id was used for another request (HTTP 409)
 ├── NotFoundError              nothing matches the selector (HTTP 404)
 ├── BusyError                  everything that matches is held (HTTP 403 in v1, 409 in v2)
 ├── NotHolderError             the token given does not hold the resource (HTTP 403)
 ├── AlreadyReleasedError       the resource is not locked at all (HTTP 403 in v1)
+├── UnauthenticatedError       no identity, or one that is not valid, where one is needed (401)
+├── ForbiddenError             the identity's role does not allow this (HTTP 403)
+│   └── CrossOriginError       an ambient credential (cookie) sent from another origin (403)
+├── LimitError                 a limit on waiting requests or subscribers is reached (429)
+├── KeyExistsError             an API key of that name exists already (HTTP 409)
+├── PayloadTooLargeError       the request body is larger than the server accepts (HTTP 413)
 └── DescriptorError            the resource descriptor is invalid (start-up stops)
 """
 
@@ -31,6 +38,53 @@ class InvalidRequestError(RentabotError):
     """The request cannot be understood (missing or malformed parameters)."""
 
     code = "invalid_request"
+
+
+class RequestIdConflictError(InvalidRequestError):
+    """A request id that already names another request (another selection, or, for an
+    anonymous caller, another owner): the earlier request's answer is not this one's."""
+
+    code = "request_id_conflict"
+
+
+class UnauthenticatedError(RentabotError):
+    """The call needs an identity the caller did not prove: no key where anonymous callers
+    may not do this, or a key that is unknown or revoked."""
+
+    code = "unauthenticated"
+
+
+class ForbiddenError(RentabotError):
+    """The caller is known, and its role does not allow this."""
+
+    code = "forbidden"
+
+
+class CrossOriginError(ForbiddenError):
+    """A state change authorised only by a credential the browser sends by itself (a
+    session cookie, a single-sign-on proxy's), from a page of another origin."""
+
+    code = "cross_origin"
+
+
+class LimitError(RentabotError):
+    """A limit is reached (waiting requests, live subscribers); retry later."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PayloadTooLargeError(RentabotError):
+    """The request body is larger than RENTABOT_MAX_BODY_BYTES."""
+
+    code = "too_large"
+
+
+class KeyExistsError(RentabotError):
+    """A key of that name exists and is not revoked (revoke it first to replace it)."""
+
+    code = "key_exists"
 
 
 class NotFoundError(RentabotError):

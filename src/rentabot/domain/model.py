@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -49,11 +50,18 @@ class Holder:
     acquired_at: float
     #: Seconds since the epoch; None: held until released.
     expires_at: float | None
+    #: Who took it: a key's or a user's name; None for an anonymous caller.
+    principal: str | None = None
+
+    def columns(self) -> tuple[int, str | None, float, float | None, str]:
+        """As the store's holder columns (lease id, owner, acquired, expires, principal)."""
+        return (self.lease_id, self.owner, self.acquired_at, self.expires_at, self.principal or "")
 
 
 @dataclass(frozen=True, slots=True)
 class Resource:
-    """A resource as clients see it, with its current lock."""
+    """A resource as clients see it, with its current holder (never the holder's token:
+    only the grant and unlock paths see a token)."""
 
     id: int
     name: str
@@ -62,11 +70,9 @@ class Resource:
     tags_text: str | None
     properties: Mapping[str, str]
     maintenance: bool
-    #: The holder's token, or None when free.
-    lock_token: str | None
     #: Last fence issued (0: never locked). Increases with every grant.
     fence: int
-    #: The lease holding it (None when free, or not read).
+    #: The lease holding it; None when free.
     holder: Holder | None = None
 
     @property
@@ -77,12 +83,19 @@ class Resource:
     @property
     def locked(self) -> bool:
         """Whether a lease holds the resource now."""
-        return self.lock_token is not None
+        return self.holder is not None
+
+    @property
+    def state(self) -> str:
+        """`locked` (held, whether or not in maintenance), `maintenance` or `available`."""
+        if self.holder is not None:
+            return "locked"
+        return "maintenance" if self.maintenance else "available"
 
     @property
     def lock_details(self) -> str:
         """The original's status text: never locked, locked, or available again."""
-        if self.lock_token is not None:
+        if self.holder is not None:
             return LOCKED
         return RELEASED if self.fence > 0 else NEVER_LOCKED
 
@@ -121,6 +134,15 @@ class Want:
         if self.count < 1:
             raise ValueError("count must be at least 1")
 
+    def selection(self) -> str:
+        """What is asked, in one canonical text: two requests ask for the same thing exactly
+        when their selections are equal (order and repetitions do not matter)."""
+        if self.resource_ids:
+            return json.dumps({"ids": sorted(set(self.resource_ids))})
+        if self.names:
+            return json.dumps({"names": sorted(set(self.names))})
+        return json.dumps({"tags": sorted(set(self.tags)), "count": self.count})
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:
@@ -140,6 +162,8 @@ class Lease:
     ended_at: float | None
     end_reason: str | None
     resources: tuple[Resource, ...]
+    #: Who took it: a key's or a user's name; None for an anonymous caller.
+    principal: str | None = None
 
     @property
     def state(self) -> str:
@@ -171,6 +195,10 @@ class Ticket:
     state: str
     ended_at: float | None
     lease_id: int | None
+    #: Who asked: a key's or a user's name; None for an anonymous caller.
+    principal: str | None = None
+    #: What was asked (`Want.selection`), when it came with a request id.
+    selection: str | None = None
 
     @property
     def want(self) -> Want:
@@ -240,3 +268,19 @@ def is_plausible_text(value: str, max_length: int = 200) -> bool:
     (and never reach a driver that rejects NUL bytes).
     """
     return 0 < len(value) <= max_length and value.isprintable()
+
+
+def unstorable(value: str) -> str | None:
+    """Why `value` cannot be stored as text by every database (None: it can).
+
+    PostgreSQL refuses NUL characters, and a lone surrogate (from a JSON escape such as
+    "\\ud800") is not UTF-8 at all: both are refused where they arrive, never left to a
+    database driver.
+    """
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogate characters)"
+    return None

@@ -1,6 +1,6 @@
 """What operators do to resources: maintenance, force-release; and reading the audit trail.
 
-(Authentication and roles come later; these use cases take the actor's name for the audit.)
+Each action is recorded with the admin principal who did it (never a name from a request).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import partial
 
 from rentabot.domain.errors import AlreadyReleasedError, NotFoundError
+from rentabot.domain.identity import Principal
 from rentabot.domain.model import Event, Resource, Selector
 from rentabot.service.leases import LeaseService
 from rentabot.storage.database import Database
@@ -22,22 +23,20 @@ class AdminService:
         self._leases = leases
 
     async def set_maintenance(
-        self, resource_id: int, on: bool, *, reason: str | None, actor: str | None
+        self, resource_id: int, on: bool, *, reason: str | None, admin: Principal
     ) -> Resource:
         """Take a resource out of service (no new grants; a lease on it runs to its end), or
         put it back (the queue is served at once)."""
         await self._leases.serve_queue(
-            partial(self._set_maintenance, resource_id, on, reason, actor)
+            partial(self._set_maintenance, resource_id, on, reason, admin)
         )
         return await self._resource(resource_id)
 
-    async def force_release(
-        self, resource_id: int, *, reason: str | None, actor: str | None
-    ) -> int:
+    async def force_release(self, resource_id: int, *, reason: str | None, admin: Principal) -> int:
         """End the lease holding the resource (everything it holds is freed and goes to the
         queue); returns the lease's id. Raises AlreadyReleasedError when it is free."""
         return await self._leases.serve_queue(
-            partial(self._force_release, resource_id, reason, actor)
+            partial(self._force_release, resource_id, reason, admin)
         )
 
     async def events(
@@ -67,7 +66,7 @@ class AdminService:
         return resource
 
     def _set_maintenance(
-        self, resource_id: int, on: bool, reason: str | None, actor: str | None, store: Store
+        self, resource_id: int, on: bool, reason: str | None, admin: Principal, store: Store
     ) -> None:
         now = self._leases.now()
         if not store.set_maintenance(resource_id, on, now):
@@ -76,31 +75,27 @@ class AdminService:
             now,
             "maintenance_on" if on else "maintenance_off",
             resource_id=resource_id,
-            actor=actor,
+            actor=admin.name,
             detail={"reason": reason} if reason else None,
         )
 
     def _force_release(
-        self,
-        resource_id: int,
-        reason: str | None,
-        actor: str | None,
-        store: Store,
+        self, resource_id: int, reason: str | None, admin: Principal, store: Store
     ) -> int:
         now = self._leases.now()
-        holder = store.holder(resource_id)
-        if holder is None:
+        ended = store.end_lease_holding(resource_id, now, "force_released")
+        if ended is None:
             if store.resource(resource_id) is None:
                 raise NotFoundError(Selector(resource_id=resource_id))
             raise AlreadyReleasedError(resource_id)
-        lease_id = holder[0]
-        for freed in store.end_lease(lease_id, now, "force_released"):
+        lease_id, freed = ended
+        for freed_id in freed:
             store.add_event(
                 now,
                 "force_released",
-                resource_id=freed,
+                resource_id=freed_id,
                 lease_id=lease_id,
-                actor=actor,
+                actor=admin.name,
                 detail={"reason": reason} if reason else None,
             )
         return lease_id

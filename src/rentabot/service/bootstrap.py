@@ -22,6 +22,8 @@ class StartupReport:
     schema_before: str | None
     schema_after: str | None
     sync: SyncReport
+    #: How many admin keys exist (none: the operator is told how to make the first).
+    admin_keys: int
 
 
 def open_database_for(settings: Settings) -> Database:
@@ -53,6 +55,8 @@ def prepare_database(settings: Settings) -> StartupReport:
         if before != after:
             log.info("database schema upgraded from %s to %s", before or "empty", after)
         report = sync_inventory(database, specs)
+        with database.reader() as store:
+            admin_keys = store.admin_key_count()
     finally:
         database.dispose()
     log.info(
@@ -63,7 +67,7 @@ def prepare_database(settings: Settings) -> StartupReport:
         report.retired,
         report.retired_but_held,
     )
-    return StartupReport(before, after, report)
+    return StartupReport(before, after, report, admin_keys)
 
 
 def _prepare_in_child(settings: Settings, log_level: int) -> StartupReport:

@@ -6,11 +6,9 @@ answering the original's errors; unlocking serves the wait queue in the same tra
 
 from __future__ import annotations
 
-import hmac
 from contextlib import suppress
 from functools import partial
 
-from rentabot.domain.allocation import is_expired
 from rentabot.domain.errors import (
     AlreadyReleasedError,
     BusyError,
@@ -19,8 +17,9 @@ from rentabot.domain.errors import (
     NotHolderError,
     RentabotError,
 )
+from rentabot.domain.identity import Principal
 from rentabot.domain.model import Grant, Lease, Resource, Selector, Want, is_plausible_text
-from rentabot.service.leases import LeaseService, Queued, Request, StillThere
+from rentabot.service.leases import LeaseService, LeaseTerms, Queued, StillThere
 from rentabot.service.queue import Need
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
@@ -53,14 +52,18 @@ class LockService:
             raise NotFoundError(Selector(resource_id=resource_id))
         return resource
 
+    async def holder_tokens(self, resource_ids: list[int]) -> dict[int, str]:
+        """The holders' tokens of these resources, for RENTABOT_EXPOSE_LOCK_TOKENS only:
+        nothing else shows a token to anyone but its holder."""
+        return await self._database.read(lambda store: store.holder_tokens(resource_ids))
+
     async def lock(
         self,
         selector: Selector,
+        principal: Principal,
         *,
         ttl: float | None = None,
         wait: float = 0.0,
-        owner: str | None = None,
-        description: str | None = None,
         still_there: StillThere | None = None,
     ) -> Grant:
         """Lock the first free resource the selector matches (lowest id first).
@@ -68,13 +71,15 @@ class LockService:
         Without `wait`, a held resource answers BusyError at once; with it, the request
         waits its turn in the queue for up to `wait` seconds (BusyError when it runs out).
         Raises NotFoundError when nothing matches, InvalidRequestError for a refused TTL.
-        Without a `ttl`, the policy's default applies (none: held until unlocked).
+        Without a `ttl`, the policy's default applies (none: held until unlocked). The lease
+        is the principal's, and its owner the principal's name.
         """
         try:
             outcome = await self._leases.acquire_resolved(
                 partial(self._need, selector),
-                Request(ttl=ttl, wait=wait, owner=owner, description=description),
-                still_there,
+                LeaseTerms(ttl=ttl, wait=wait),
+                principal,
+                still_there=still_there,
             )
             # One call waits up to the long-poll bound; the original's one request waits it all.
             while isinstance(outcome, Queued):
@@ -82,23 +87,23 @@ class LockService:
                 if remaining <= 0 or (still_there is not None and not await still_there()):
                     break
                 outcome = await self._leases.wait(
-                    outcome.ticket.id, outcome.ticket.token, remaining, still_there
+                    outcome.ticket.id, outcome.ticket.token, principal, remaining, still_there
                 )
         except NotGrantedError:
             raise BusyError(selector) from None
         if isinstance(outcome, Queued):
             with suppress(RentabotError):
-                await self._leases.cancel(outcome.ticket.id, outcome.ticket.token)
+                await self._leases.cancel(outcome.ticket.id, outcome.ticket.token, principal)
             raise BusyError(selector)
         return _grant(outcome)
 
-    async def unlock(self, resource_id: int, token: str | None) -> None:
+    async def unlock(self, resource_id: int, token: str | None, principal: Principal) -> None:
         """Release a resource held with `token`; answered once committed.
 
         Raises NotFoundError, AlreadyReleasedError (it is free) or NotHolderError (the token
         does not hold it: wrong, missing, expired, or of a lock released since).
         """
-        await self._leases.serve_queue(partial(self._unlock, resource_id, token))
+        await self._leases.serve_queue(partial(self._unlock, resource_id, token, principal))
 
     @staticmethod
     def _need(selector: Selector, store: Store) -> tuple[Need, Selector | Want]:
@@ -122,27 +127,28 @@ class LockService:
             raise NotFoundError(selector, "No resource found matching the tag(s)")
         raise NotFoundError(selector)
 
-    def _unlock(self, resource_id: int, token: str | None, store: Store) -> None:
+    def _unlock(
+        self, resource_id: int, token: str | None, principal: Principal, store: Store
+    ) -> None:
         now = self._leases.now()
-        holder = store.holder(resource_id)
-        released = (
-            holder is not None
-            and token is not None
-            and hmac.compare_digest(holder[1].encode(), token.encode())
-            # A lease past its deadline no longer holds, even before the sweep ends it.
-            and not is_expired(holder[2], now)
-            and store.release(resource_id, holder[0], now)
+        # Both conditional: the token must hold an unexpired lease on the resource, and that
+        # lease must still hold it when it is freed. The second row count decides.
+        lease_id = (
+            store.lease_holding(resource_id, token, now)
+            if token is not None and is_plausible_text(token)
+            else None
         )
-        if not released or holder is None:
+        if lease_id is None or not store.release(resource_id, lease_id, now):
             resource = store.resource(resource_id)
             if resource is None:
                 raise NotFoundError(Selector(resource_id=resource_id))
             if not resource.locked:
                 raise AlreadyReleasedError(resource_id)
             raise NotHolderError(resource, token)
-        lease_id = holder[0]
         store.end_lease_if_empty(lease_id, now, "released")
-        store.add_event(now, "released", resource_id=resource_id, lease_id=lease_id)
+        store.add_event(
+            now, "released", resource_id=resource_id, lease_id=lease_id, actor=principal.name
+        )
 
 
 def _grant(lease: Lease) -> Grant:
