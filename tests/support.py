@@ -18,12 +18,20 @@ import httpx
 import yaml
 from sqlalchemy import inspect, text
 
+from rentabot.domain.identity import Principal, Role, anonymous
 from rentabot.storage.database import Database, open_database
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "resources.yml"
 RENTABOT = Path(sys.executable).with_name("rentabot")
 V1 = "/rentabot/api/v1.0"
+#: A caller without a key, as the default RENTABOT_ANONYMOUS_ROLE sees it.
+ANONYMOUS = anonymous(Role.LOCK)
+
+
+def key_principal(name: str, role: Role = Role.LOCK) -> Principal:
+    """A caller authenticated by an API key of that name."""
+    return Principal(name, role, "key")
 
 
 #: The PostgreSQL the tests use (a schema of its own per test); this machine's by default.
@@ -118,11 +126,19 @@ class Server:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log = log
+        self._keys: dict[str, str] = {}
 
     @property
     def url(self) -> str:
         """The server's base URL."""
         return f"http://127.0.0.1:{self.port}"
+
+    def key(self, name: str = "admin", role: Role = Role.ADMIN) -> str:
+        """An API key of this server (made on its database the first time it is asked for;
+        the server has migrated the database by then)."""
+        if name not in self._keys:
+            self._keys[name] = create_key(self.database_url, name, role)
+        return self._keys[name]
 
     def command(self) -> list[str]:
         """The command line that starts it."""
@@ -280,3 +296,17 @@ def dump(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
             }
     finally:
         database.dispose()
+
+
+def create_key(database_url: str, name: str, role: Role = Role.ADMIN) -> str:
+    """Create an API key on a migrated database, as `rentabot keys create` does; its secret."""
+    import asyncio
+
+    from rentabot.service.identity import IdentityService
+
+    database = open_database(database_url)
+    try:
+        _, secret = asyncio.run(IdentityService(database).create_key(name, role))
+    finally:
+        database.dispose()
+    return secret

@@ -11,11 +11,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rentabot import __version__
-from rentabot.api import health, v1, v2
+from rentabot.api import docs, health, v1, v2
+from rentabot.api.edge import EdgeGuard
 from rentabot.api.errors import install_error_handlers
-from rentabot.api.runtime import Runtime
+from rentabot.api.runtime import Runtime, Subscribers
+from rentabot.domain.identity import Role
 from rentabot.service.admin import AdminService
 from rentabot.service.bootstrap import open_database_for
+from rentabot.service.identity import USAGE_FLUSH_S, IdentityService
 from rentabot.service.leases import Clock, LeasePolicy, LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
@@ -56,20 +59,39 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 max_ttl=settings.max_ttl,
                 keepalive=settings.queue_keepalive,
                 long_poll=settings.long_poll_seconds,
+                max_waiting=settings.max_waiting,
+                max_waiting_per_principal=settings.max_waiting_per_principal,
             )
             now = clock or time.time
             leases = LeaseService(database, policy=policy, clock=now)
+            identity = IdentityService(
+                database,
+                anonymous_role=Role.parse(settings.anonymous_role),
+                proxy=settings.proxy_policy,
+                session_ttl=settings.session_ttl,
+                clock=now,
+            )
             app.state.runtime = Runtime(
                 settings=settings,
                 database=database,
                 locks=LockService(database, leases),
                 leases=leases,
                 admin=AdminService(database, leases),
+                identity=identity,
+                subscribers=Subscribers(settings.max_stream_subscribers),
             )
             database.listen(leases.wakeups.wake)
-            sweeper = asyncio.create_task(_sweep_expired_leases(leases), name="expiry sweep")
-            yield
-            sweeper.cancel()
+            tasks = [
+                asyncio.create_task(_sweep_expired_leases(leases), name="expiry sweep"),
+                asyncio.create_task(_record_key_usage(identity), name="key usage"),
+            ]
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await _flush_key_usage(identity)
         finally:
             database.dispose()
 
@@ -83,12 +105,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         # Native OpenTelemetry asks the global providers on every request; nothing here
         # configures them, so the checks are pure cost on the lock path.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Served by api/docs.py instead, which declares who may read them like every route.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(EdgeGuard, max_body_bytes=settings.max_body_bytes)
     # First in the table: the lock path should not be matched against /docs and friends.
     app.router.routes[:0] = v1.routes()
     app.include_router(v2.router)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(web.router)
     return app
 
@@ -116,6 +144,23 @@ async def _sweep_expired_leases(leases: LeaseService) -> None:
                 log.warning("expiry sweep resumed: the database answers again")
             unavailable = False
         await asyncio.sleep(SWEEP_INTERVAL_S)
+
+
+async def _record_key_usage(identity: IdentityService) -> None:
+    """Write when keys were last used, every USAGE_FLUSH_S (never once per request)."""
+    while True:
+        await asyncio.sleep(USAGE_FLUSH_S)
+        await _flush_key_usage(identity)
+
+
+async def _flush_key_usage(identity: IdentityService) -> None:
+    """Write when keys were last used; a failure (the database is down) only loses that."""
+    try:
+        await identity.record_usage()
+    except DatabaseUnavailableError as error:
+        log.warning("could not record when API keys were last used: %s", error)
+    except Exception:
+        log.exception("could not record when API keys were last used")
 
 
 def create_app_from_environment() -> FastAPI:

@@ -9,7 +9,13 @@ from fastapi.testclient import TestClient
 
 from rentabot.app import create_app
 from rentabot.service.bootstrap import prepare_database
+from rentabot.domain.identity import Role
 from rentabot.settings import Settings
+from tests.support import create_key
+
+
+#: The admin key's name: what the audit trail records as the actor.
+ADMIN_NAME = "ops"
 
 
 @pytest.fixture
@@ -20,15 +26,23 @@ def api(example_settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.fixture
+def admin(api: TestClient, example_settings: Settings) -> dict[str, str]:
+    """The headers of an admin key named ADMIN_NAME."""
+    return {"X-API-Key": create_key(example_settings.database_url, ADMIN_NAME, Role.ADMIN)}
+
+
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_maintenance_stops_new_grants_but_lets_a_lease_run_to_its_end(api: TestClient) -> None:
+def test_maintenance_stops_new_grants_but_lets_a_lease_run_to_its_end(
+    api: TestClient, admin: dict[str, str]
+) -> None:
     """In maintenance: the holder keeps it and can renew; nobody new gets it; back: free."""
     lease = api.post("/api/v2/leases", json={"select": {"ids": [1]}}).json()["lease"]
     on = api.post(
-        "/api/v2/resources/1/maintenance", json={"on": True, "reason": "fan broken", "actor": "ops"}
+        "/api/v2/resources/1/maintenance", json={"on": True, "reason": "fan broken"}, headers=admin
     )
     assert on.status_code == 200
     assert on.json()["resource"]["state"] == "locked"
@@ -41,23 +55,25 @@ def test_maintenance_stops_new_grants_but_lets_a_lease_run_to_its_end(api: TestC
     refused = api.post("/api/v2/leases", json={"select": {"ids": [1]}})
     assert refused.status_code == 409
     assert api.post("/rentabot/api/v1.0/resources/1/lock").status_code == 403
-    off = api.post("/api/v2/resources/1/maintenance", json={"on": False})
+    off = api.post("/api/v2/resources/1/maintenance", json={"on": False}, headers=admin)
     assert off.json()["resource"]["state"] == "available"
     assert api.post("/api/v2/leases", json={"select": {"ids": [1]}}).status_code == 201
-    kinds = [
-        e["kind"] for e in api.get("/api/v2/events", params={"resource_id": 1}).json()["events"]
-    ]
-    assert "maintenance_on" in kinds
-    assert "maintenance_off" in kinds
+    audit = api.get("/api/v2/events", params={"resource_id": 1}).json()["events"]
+    by_kind = {e["kind"]: e for e in audit}
+    assert by_kind["maintenance_on"]["actor"] == ADMIN_NAME
+    assert by_kind["maintenance_on"]["detail"] == {"reason": "fan broken"}
+    assert by_kind["maintenance_off"]["actor"] == ADMIN_NAME
 
 
-def test_force_release_ends_the_whole_lease_and_audits_who_and_why(api: TestClient) -> None:
+def test_force_release_ends_the_whole_lease_and_audits_who_and_why(
+    api: TestClient, admin: dict[str, str]
+) -> None:
     """Force-release frees every resource of the lease; the holder's token is then refused."""
     lease = api.post("/api/v2/leases", json={"select": {"tags": ["nrf52"], "count": 2}}).json()[
         "lease"
     ]
     answer = api.post(
-        "/api/v2/resources/4/force-release", json={"reason": "stuck job", "actor": "alice"}
+        "/api/v2/resources/4/force-release", json={"reason": "stuck job"}, headers=admin
     )
     assert answer.status_code == 200
     assert answer.json()["lease_id"] == lease["id"]
@@ -70,10 +86,28 @@ def test_force_release_ends_the_whole_lease_and_audits_who_and_why(api: TestClie
     audit = api.get("/api/v2/events", params={"lease_id": lease["id"]}).json()["events"]
     forced = [e for e in audit if e["kind"] == "force_released"]
     assert sorted(e["resource_id"] for e in forced) == [4, 5]
-    assert {(e["actor"], e["detail"]["reason"]) for e in forced} == {("alice", "stuck job")}
-    again = api.post("/api/v2/resources/4/force-release", json={})
+    assert {(e["actor"], e["detail"]["reason"]) for e in forced} == {(ADMIN_NAME, "stuck job")}
+    again = api.post("/api/v2/resources/4/force-release", json={}, headers=admin)
     assert (again.status_code, again.json()["error"]["code"]) == (409, "not_locked")
-    assert api.post("/api/v2/resources/99/force-release", json={}).status_code == 404
+    assert api.post("/api/v2/resources/99/force-release", json={}, headers=admin).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v2/resources/1/force-release", "/api/v2/resources/1/maintenance"]
+)
+def test_an_actor_in_the_body_is_refused_not_recorded(
+    api: TestClient, admin: dict[str, str], path: str
+) -> None:
+    """Who did it comes from the key: a body naming an `actor` is refused with 422 and does
+    nothing, so nobody can write another name into the audit trail."""
+    lease = api.post("/api/v2/leases", json={"select": {"ids": [1]}}).json()["lease"]
+    refused = api.post(path, json={"on": True, "actor": "somebody-else"}, headers=admin)
+    assert refused.status_code == 422
+    assert "actor" in refused.json()["error"]["message"]
+    state = api.get(f"/api/v2/leases/{lease['id']}", headers=_auth(lease["token"])).json()
+    assert state["lease"]["state"] == "active"
+    actors = {e["actor"] for e in api.get("/api/v2/events").json()["events"]}
+    assert "somebody-else" not in actors
 
 
 def test_events_page_with_since_and_filter_by_resource(api: TestClient) -> None:

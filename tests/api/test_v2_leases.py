@@ -180,6 +180,7 @@ def test_a_locked_resource_names_its_holder_but_never_its_token(api: TestClient)
     assert listed[2]["holder"] == {
         "lease_id": lease["id"],
         "owner": "ci/job/9",
+        "principal": None,
         "acquired_at": lease["acquired_at"],
         "expires_at": lease["expires_at"],
     }

@@ -35,3 +35,10 @@ def client(server: Server) -> Iterator[Client]:
     """A Python client of the server."""
     with Client(server.url, retry_for=3) as made:
         yield made
+
+
+@pytest.fixture
+def admin(server: Server) -> Iterator[Client]:
+    """A Python client of the server with an admin key (for operator actions)."""
+    with Client(server.url, server.key(), retry_for=3) as made:
+        yield made

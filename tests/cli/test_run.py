@@ -123,7 +123,7 @@ def test_sigterm_to_run_reaches_the_command_and_releases_the_lease(
 
 
 def test_a_lease_revoked_by_an_operator_stops_the_command_and_everything_it_started(
-    server: Server, client: Client, tmp_path: Path
+    server: Server, client: Client, admin: Client, tmp_path: Path
 ) -> None:
     """Force-released by an operator: the next renewal sees it, the command (which
     ignores SIGTERM) and its background child get SIGKILL after --kill-after, and run
@@ -138,7 +138,7 @@ def test_a_lease_revoked_by_an_operator_stops_the_command_and_everything_it_star
         _wait_for_file(tmp_path / "ready")
         grandchild = int(_wait_for_file(tmp_path / "child"))
         resource = client.resources(["run-revoked"])[0]
-        client.force_release(resource.id, reason="rewiring", actor="admin")
+        admin.force_release(resource.id, reason="rewiring")
         revoked_at = time.monotonic()
         assert job.wait(20) == 120
         assert time.monotonic() - revoked_at < 6
@@ -150,7 +150,7 @@ def test_a_lease_revoked_by_an_operator_stops_the_command_and_everything_it_star
 
 
 def test_when_the_command_dies_of_the_stop_what_it_started_is_killed_with_it(
-    server: Server, client: Client, tmp_path: Path
+    server: Server, client: Client, admin: Client, tmp_path: Path
 ) -> None:
     """The lease is revoked; the command stops on SIGTERM at once, but a background child
     of it ignores SIGTERM: it gets SIGKILL as soon as the command is gone, not after the
@@ -164,7 +164,7 @@ def test_when_the_command_dies_of_the_stop_what_it_started_is_killed_with_it(
     ) as job:
         _wait_for_file(tmp_path / "ready")
         orphan = int(_wait_for_file(tmp_path / "child"))
-        client.force_release(client.resources(["run-revoked"])[0].id, reason="rewiring")
+        admin.force_release(client.resources(["run-revoked"])[0].id, reason="rewiring")
         assert job.wait(20) == 120
     assert not _alive(orphan)
 

@@ -15,7 +15,7 @@ from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
 from rentabot.storage.database import Database, open_database
-from tests.support import dump
+from tests.support import ANONYMOUS, dump
 
 pytestmark = pytest.mark.anyio
 
@@ -78,13 +78,15 @@ async def test_removed_resources_retire_but_a_held_lock_is_never_dropped(
     prepare_database(settings)
     database = open_database(settings.database_url)
     service = _service(database)
-    grant = await service.lock(Selector(name="b"))
+    grant = await service.lock(Selector(name="b"), ANONYMOUS)
 
     report = prepare_database(make_settings({"a": {}}))
     assert (report.sync.retired, report.sync.retired_but_held) == (2, 1)
     assert [r.name for r in (await service.resources())] == ["a", "b"]
-    assert (await service.resource(2)).lock_token == grant.token
-    await service.unlock(2, grant.token)
+    held = (await service.resource(2)).holder
+    assert held is not None
+    assert held.lease_id == grant.lease_id
+    await service.unlock(2, grant.token, ANONYMOUS)
     assert [r.name for r in (await service.resources())] == ["a"]
 
     # Back in the descriptor: the same id again.

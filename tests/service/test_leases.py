@@ -10,10 +10,10 @@ import pytest
 from rentabot.domain.errors import NotGrantedError
 from rentabot.domain.model import Lease, Want
 from rentabot.service.bootstrap import prepare_database
-from rentabot.service.leases import SWEEP_BATCH, LeasePolicy, LeaseService, Queued, Request
+from rentabot.service.leases import SWEEP_BATCH, LeasePolicy, LeaseService, LeaseTerms, Queued
 from rentabot.settings import Settings
 from rentabot.storage.database import Database, open_database
-from tests.support import rows
+from tests.support import ANONYMOUS, rows
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,10 @@ async def test_thousands_of_leases_expiring_together_end_in_one_sweep(
     clock = Clock()
     leases = LeaseService(database, clock=clock)
     granted = await asyncio.gather(
-        *(leases.acquire(Want(resource_ids=(i + 1,)), Request(ttl=60)) for i in range(count))
+        *(
+            leases.acquire(Want(resource_ids=(i + 1,)), LeaseTerms(ttl=60), ANONYMOUS)
+            for i in range(count)
+        )
     )
     assert all(isinstance(lease, Lease) for lease in granted)
     clock.now += 59.999
@@ -56,11 +59,11 @@ async def test_thousands_of_leases_expiring_together_end_in_one_sweep(
 async def test_a_wait_that_runs_out_is_refused_not_left_waiting(database: Database) -> None:
     """Asked to wait 0.3 s under a 30 s long-poll: NotGrantedError after 0.3 s, not a ticket."""
     leases = LeaseService(database, policy=LeasePolicy(long_poll=30))
-    holder = await leases.acquire(Want(resource_ids=(1,)), Request())
+    holder = await leases.acquire(Want(resource_ids=(1,)), LeaseTerms(), ANONYMOUS)
     assert isinstance(holder, Lease)
     started = asyncio.get_running_loop().time()
     with pytest.raises(NotGrantedError, match="timed out") as refused:
-        await leases.acquire(Want(resource_ids=(1,)), Request(wait=0.3))
+        await leases.acquire(Want(resource_ids=(1,)), LeaseTerms(wait=0.3), ANONYMOUS)
     assert (refused.value.reason, refused.value.position) == ("timed_out", 1)
     assert asyncio.get_running_loop().time() - started < 2
     assert await leases.queue() == []
@@ -69,15 +72,17 @@ async def test_a_wait_that_runs_out_is_refused_not_left_waiting(database: Databa
 async def test_a_release_hands_the_resource_to_the_waiter_at_once(database: Database) -> None:
     """The waiter's call returns its lease as soon as the holder releases."""
     leases = LeaseService(database)
-    holder = await leases.acquire(Want(resource_ids=(2,)), Request())
+    holder = await leases.acquire(Want(resource_ids=(2,)), LeaseTerms(), ANONYMOUS)
     assert isinstance(holder, Lease)
-    waiting = asyncio.create_task(leases.acquire(Want(resource_ids=(2,)), Request(wait=10)))
+    waiting = asyncio.create_task(
+        leases.acquire(Want(resource_ids=(2,)), LeaseTerms(wait=10), ANONYMOUS)
+    )
     for _ in range(100):
         if await leases.queue():
             break
         await asyncio.sleep(0.01)
     assert [ticket.state for ticket, _ in (await leases.queue())] == ["waiting"]
-    await leases.release(holder.id, holder.token)
+    await leases.release(holder.id, holder.token, ANONYMOUS)
     granted = await asyncio.wait_for(waiting, 2)
     assert not isinstance(granted, Queued)
     assert granted.resources[0].id == 2

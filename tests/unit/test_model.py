@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from rentabot.domain.model import (
     MAX_ID,
+    Holder,
     Resource,
     Selector,
     is_plausible_text,
@@ -83,15 +84,24 @@ def test_split_tags_keeps_order_and_drops_duplicates() -> None:
     assert split_tags(None) == ()
 
 
-def _resource(token: str | None, fence: int) -> Resource:
-    return Resource(1, "r", None, None, None, {}, False, token, fence)
+def _resource(held: bool, fence: int, *, maintenance: bool = False) -> Resource:
+    holder = Holder(7, "ci/job/1", 1.0, None) if held else None
+    return Resource(1, "r", None, None, None, {}, maintenance, fence, holder)
 
 
 def test_lock_details_follow_the_original_texts() -> None:
     """Never locked, locked, and free again read as the original wrote them."""
-    assert _resource(None, 0).lock_details == "Resource is available"
-    assert _resource("t", 1).lock_details == "Resource locked"
-    assert _resource(None, 1).lock_details == "Resource available"
+    assert _resource(False, 0).lock_details == "Resource is available"
+    assert _resource(True, 1).lock_details == "Resource locked"
+    assert _resource(False, 1).lock_details == "Resource available"
+
+
+def test_a_resource_is_locked_exactly_when_it_has_a_holder() -> None:
+    """`locked` and `state` come from the holder: held wins over maintenance."""
+    assert (_resource(True, 1).locked, _resource(True, 1).state) == (True, "locked")
+    assert _resource(True, 1, maintenance=True).state == "locked"
+    assert _resource(False, 1, maintenance=True).state == "maintenance"
+    assert (_resource(False, 0).locked, _resource(False, 0).state) == (False, "available")
 
 
 def test_plausible_text_rejects_control_characters_and_oversize() -> None:

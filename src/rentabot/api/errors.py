@@ -6,7 +6,9 @@ prefix gets JSON too, never an HTML page or a stack trace.
 
 from __future__ import annotations
 
+import html
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -18,11 +20,17 @@ from rentabot.api.responses import json_response
 from rentabot.domain.errors import (
     AlreadyReleasedError,
     BusyError,
+    ForbiddenError,
     InvalidRequestError,
+    KeyExistsError,
+    LimitError,
     NotFoundError,
     NotGrantedError,
     NotHolderError,
+    PayloadTooLargeError,
     RentabotError,
+    RequestIdConflictError,
+    UnauthenticatedError,
 )
 from rentabot.domain.model import Resource, Selector
 from rentabot.storage.database import DatabaseUnavailableError
@@ -44,26 +52,32 @@ class V1Criteria:
     tags: list[str]
 
 
-def v1_resource(
-    resource: Resource, *, expose_tokens: bool, holder_token: str | None = None
-) -> dict[str, object]:
-    """The original's resource object. Tokens show only to their holder, unless exposed."""
-    token = resource.lock_token
-    if token is not None and not expose_tokens and token != holder_token:
-        token = HIDDEN_TOKEN
+def v1_resource(resource: Resource, token: str | None = None) -> dict[str, object]:
+    """The original's resource object. A held one shows `token` (given to its holder, or
+    to everyone when the operator exposes tokens), else "hidden"; a free one null."""
+    shown = (token or HIDDEN_TOKEN) if resource.locked else None
     return {
         "id": resource.id,
         "name": resource.name,
         "description": resource.description,
         "endpoint": resource.endpoint,
         "tags": resource.tags_text,
-        "lock-token": token,
+        "lock-token": shown,
         "lock-details": resource.lock_details,
     }
 
 
-def v1_error(error: RentabotError, criteria: V1Criteria | None, *, expose_tokens: bool) -> Response:
-    """The original's answer to a domain error. `criteria` is set for lock-by-criteria calls."""
+def v1_error(
+    error: RentabotError, criteria: V1Criteria | None, tokens: Mapping[int, str]
+) -> Response:
+    """The original's answer to a domain error. `criteria` is set for lock-by-criteria
+    calls; `tokens` are the holders' tokens the operator exposes (usually none)."""
+    if isinstance(error, UnauthenticatedError | ForbiddenError | LimitError):
+        # No such answers in the original: its shape, with rentabot's status and code.
+        status = _status(error)
+        return json_response(
+            status, {"message": error.message, "code": error.code}, _auth_headers(status)
+        )
     if isinstance(error, NotFoundError):
         selector = error.selector
         if not isinstance(selector, Selector):
@@ -90,7 +104,7 @@ def v1_error(error: RentabotError, criteria: V1Criteria | None, *, expose_tokens
     if isinstance(error, AlreadyReleasedError):
         return json_response(403, {"message": error.message, "resource_id": error.resource_id})
     if isinstance(error, NotHolderError) and error.resource is not None:
-        resource = v1_resource(error.resource, expose_tokens=expose_tokens)
+        resource = v1_resource(error.resource, tokens.get(error.resource.id))
         return json_response(
             403,
             {"message": error.message, "invalid-lock-token": error.token, "resource": resource},
@@ -100,30 +114,58 @@ def v1_error(error: RentabotError, criteria: V1Criteria | None, *, expose_tokens
     return json_response(400, {"message": error.message})
 
 
-#: The v2 status of each domain error (the most specific class listed wins).
+#: The HTTP status of each domain error: the first class listed that the error is wins, so
+#: a subclass comes before its base.
 V2_STATUS: dict[type[RentabotError], int] = {
+    RequestIdConflictError: 409,
     InvalidRequestError: 422,
     NotFoundError: 404,
     BusyError: 409,
     NotHolderError: 403,
     AlreadyReleasedError: 409,
+    UnauthenticatedError: 401,
+    ForbiddenError: 403,
+    LimitError: 429,
+    KeyExistsError: 409,
+    PayloadTooLargeError: 413,
 }
+
+
+def _status(error: RentabotError) -> int:
+    return next((code for kind, code in V2_STATUS.items() if isinstance(error, kind)), 400)
+
+
+def _auth_headers(status: int) -> dict[str, str] | None:
+    # RFC 9110 wants a challenge with a 401: say which header carries the key.
+    return {"WWW-Authenticate": 'APIKey header="X-API-Key"'} if status == 401 else None
 
 
 def v2_error(error: RentabotError) -> Response:
     """`{"error": {"code", "message"}}` with the status of the error's kind."""
-    status = next((code for kind, code in V2_STATUS.items() if isinstance(error, kind)), 400)
+    status = _status(error)
     body: dict[str, object] = {"code": error.code, "message": error.message}
     if isinstance(error, NotGrantedError):
         body["reason"] = error.reason
         if error.position is not None:
             body["position"] = error.position
-    return json_response(status, {"error": body})
+    return json_response(status, {"error": body}, _auth_headers(status))
+
+
+def _page_error(status: int, message: str, *, sign_in: bool = False) -> HTMLResponse:
+    """An error page for people (escaped: messages may echo what a client sent)."""
+    link = '<p><a href="/signin">Sign in</a></p>' if sign_in else ""
+    return HTMLResponse(
+        f"<!doctype html><title>{status}</title><h1>{html.escape(message)}</h1>{link}",
+        status_code=status,
+    )
 
 
 async def _domain_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RentabotError)
-    return v2_error(error)
+    if _is_api(request) or request.url.path.startswith("/healthz"):
+        return v2_error(error)
+    status = _status(error)
+    return _page_error(status, error.message, sign_in=status in (401, 403))
 
 
 def _is_api(request: Request) -> bool:
@@ -134,17 +176,17 @@ async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     headers = dict(error.headers or {})
     if request.url.path.startswith("/api/v2/"):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            error.status_code, "http_error"
+        )
         return json_response(
             error.status_code, {"error": {"code": code, "message": str(error.detail)}}, headers
         )
     if _is_api(request) or request.url.path.startswith("/healthz"):
         return json_response(error.status_code, {"message": error.detail}, headers)
-    return HTMLResponse(
-        f"<!doctype html><title>{error.status_code}</title><h1>{error.detail}</h1>",
-        status_code=error.status_code,
-        headers=headers,
-    )
+    page = _page_error(error.status_code, str(error.detail))
+    page.headers.update(headers)
+    return page
 
 
 async def _validation_error(request: Request, error: Exception) -> Response:

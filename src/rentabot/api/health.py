@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from rentabot import __version__
+from rentabot.api.auth import PUBLIC
 from rentabot.api.responses import json_response
 from rentabot.api.runtime import runtime
 from rentabot.storage.database import DatabaseUnavailableError
 
-router = APIRouter(tags=["operations"])
+#: Public: load balancers and probes ask without a key.
+router = APIRouter(tags=["operations"], dependencies=[Depends(PUBLIC)])
 
 
 @router.get("/healthz", summary="Is the service up, and can it reach its database?")

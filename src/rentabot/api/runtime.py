@@ -8,10 +8,30 @@ from typing import cast
 from starlette.requests import Request
 
 from rentabot.service.admin import AdminService
+from rentabot.service.identity import IdentityService
 from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
 from rentabot.storage.database import Database
+
+
+class Subscribers:
+    """Live event-stream clients of this process, up to a limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def join(self) -> bool:
+        """Take a place; False when all are taken."""
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        """Give a place back."""
+        self.count -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +43,8 @@ class Runtime:
     locks: LockService
     leases: LeaseService
     admin: AdminService
+    identity: IdentityService
+    subscribers: Subscribers
 
 
 def runtime(request: Request) -> Runtime:

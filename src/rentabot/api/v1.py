@@ -12,10 +12,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from rentabot.api.auth import LOCK, READ, guard
 from rentabot.api.errors import V1Criteria, v1_error, v1_resource
 from rentabot.api.responses import json_response
-from rentabot.api.runtime import runtime
-from rentabot.domain.errors import InvalidRequestError, NotFoundError, RentabotError
+from rentabot.api.runtime import Runtime, runtime
+from rentabot.domain.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    NotHolderError,
+    RentabotError,
+)
+from rentabot.domain.identity import Principal
 from rentabot.domain.model import MAX_ID, Grant, Selector, v1_criteria_selector
 from rentabot.service.leases import StillThere
 
@@ -70,34 +77,54 @@ def _still_there(request: Request) -> StillThere:
 
 def _locked(grant: Grant) -> Response:
     # The caller is the holder: its own answer shows the real token.
-    body = v1_resource(grant.resource, expose_tokens=True)
+    body = v1_resource(grant.resource, grant.token)
     return json_response(
         200, {"message": "Resource locked", "lock-token": grant.token, "resource": body}
     )
 
 
-async def list_resources(request: Request) -> Response:
+async def _exposed(app: Runtime, resource_ids: list[int]) -> dict[int, str]:
+    """The holders' tokens to show, which is none unless the operator exposes them."""
+    if not app.settings.expose_lock_tokens or not resource_ids:
+        return {}
+    return await app.locks.holder_tokens(resource_ids)
+
+
+async def _refused(
+    app: Runtime, error: RentabotError, criteria: V1Criteria | None = None
+) -> Response:
+    """The original's answer to a domain error (the resource a wrong unlock names shows its
+    holder's token only when the operator exposes tokens)."""
+    tokens: dict[int, str] = {}
+    if isinstance(error, NotHolderError) and error.resource is not None:
+        tokens = await _exposed(app, [error.resource.id])
+    return v1_error(error, criteria, tokens)
+
+
+def _refused_caller(error: RentabotError) -> Response:
+    return v1_error(error, None, {})
+
+
+async def list_resources(request: Request, principal: Principal) -> Response:
     """`GET …/resources`: every resource in id order (the listing may be large: off-loop)."""
     app = runtime(request)
     resources = await app.locks.resources()
-    expose = app.settings.expose_lock_tokens
-    return json_response(
-        200, {"resources": [v1_resource(r, expose_tokens=expose) for r in resources]}
-    )
+    tokens = await _exposed(app, [r.id for r in resources if r.locked])
+    return json_response(200, {"resources": [v1_resource(r, tokens.get(r.id)) for r in resources]})
 
 
-async def get_resource(request: Request) -> Response:
+async def get_resource(request: Request, principal: Principal) -> Response:
     """`GET …/resources/{id}`: one resource."""
     app = runtime(request)
-    expose = app.settings.expose_lock_tokens
     try:
         resource = await app.locks.resource(_path_id(request))
     except RentabotError as error:
-        return v1_error(error, None, expose_tokens=expose)
-    return json_response(200, {"resource": v1_resource(resource, expose_tokens=expose)})
+        return await _refused(app, error)
+    tokens = await _exposed(app, [resource.id] if resource.locked else [])
+    return json_response(200, {"resource": v1_resource(resource, tokens.get(resource.id))})
 
 
-async def lock_by_id(request: Request) -> Response:
+async def lock_by_id(request: Request, principal: Principal) -> Response:
     """`POST …/resources/{id}/lock[?ttl=S][&wait=S]`: lock it if free (or once it is your
     turn, waiting up to `wait` seconds), 403 when held."""
     app = runtime(request)
@@ -107,16 +134,17 @@ async def lock_by_id(request: Request) -> Response:
             raise InvalidRequestError("resource ids start at 1")
         grant = await app.locks.lock(
             Selector(resource_id=_path_id(request)),
+            principal,
             ttl=_ttl(request),
             wait=_wait(request),
             still_there=_still_there(request),
         )
     except RentabotError as error:
-        return v1_error(error, None, expose_tokens=app.settings.expose_lock_tokens)
+        return await _refused(app, error)
     return _locked(grant)
 
 
-async def lock_by_criteria(request: Request) -> Response:
+async def lock_by_criteria(request: Request, principal: Principal) -> Response:
     """`POST …/resources/lock?id=|rid=|name=|tag=…`: id, else name, else every tag."""
     app = runtime(request)
     query = request.query_params
@@ -130,21 +158,34 @@ async def lock_by_criteria(request: Request) -> Response:
         if selector is None:
             raise InvalidRequestError("give one of the parameters id, rid, name or tag")
         grant = await app.locks.lock(
-            selector, ttl=_ttl(request), wait=_wait(request), still_there=_still_there(request)
+            selector,
+            principal,
+            ttl=_ttl(request),
+            wait=_wait(request),
+            still_there=_still_there(request),
         )
     except RentabotError as error:
-        return v1_error(error, criteria, expose_tokens=app.settings.expose_lock_tokens)
+        return await _refused(app, error, criteria)
     return _locked(grant)
 
 
-async def unlock(request: Request) -> Response:
+async def unlock(request: Request, principal: Principal) -> Response:
     """`POST …/resources/{id}/unlock?lock-token=T`: release it if T is the holder's token."""
     app = runtime(request)
     try:
-        await app.locks.unlock(_path_id(request), request.query_params.get("lock-token"))
+        await app.locks.unlock(_path_id(request), request.query_params.get("lock-token"), principal)
     except RentabotError as error:
-        return v1_error(error, None, expose_tokens=app.settings.expose_lock_tokens)
+        return await _refused(app, error)
     return json_response(200, {"message": "Resource unlocked"})
+
+
+# Each route with the role its caller needs: reading needs `read`, locking and unlocking
+# `lock` (which anonymous callers have by default, so the original's curl lines work).
+_lock_by_id = guard(LOCK, lock_by_id, _refused_caller)
+_unlock = guard(LOCK, unlock, _refused_caller)
+_lock_by_criteria = guard(LOCK, lock_by_criteria, _refused_caller)
+_get_resource = guard(READ, get_resource, _refused_caller)
+_list_resources = guard(READ, list_resources, _refused_caller)
 
 
 def routes() -> list[BaseRoute]:
@@ -157,10 +198,10 @@ def routes() -> list[BaseRoute]:
     for prefix in PREFIXES:
         base = f"{prefix}/resources"
         table += [
-            Route(f"{base}/{{resource_id:int}}/lock", lock_by_id, methods=["POST"]),
-            Route(f"{base}/{{resource_id:int}}/unlock", unlock, methods=["POST"]),
-            Route(f"{base}/lock", lock_by_criteria, methods=["POST"]),
-            Route(f"{base}/{{resource_id:int}}", get_resource, methods=["GET"]),
-            Route(base, list_resources, methods=["GET"]),
+            Route(f"{base}/{{resource_id:int}}/lock", _lock_by_id, methods=["POST"]),
+            Route(f"{base}/{{resource_id:int}}/unlock", _unlock, methods=["POST"]),
+            Route(f"{base}/lock", _lock_by_criteria, methods=["POST"]),
+            Route(f"{base}/{{resource_id:int}}", _get_resource, methods=["GET"]),
+            Route(base, _list_resources, methods=["GET"]),
         ]
     return table

@@ -1,7 +1,9 @@
 """The v2 API: leases with TTLs, renewals, fences and request ids; JSON errors with codes.
 
 Tokens travel in the `Authorization: Bearer` header, never in URLs (they would land in
-access logs). Domain errors raised here become `{"error": {...}}` in `api/errors.py`.
+access logs). A holder may also act on its lease without the token, by its identity (an API
+key in `X-API-Key`, or a session). Every route declares the role it needs (`api/auth.py`).
+Domain errors raised here become `{"error": {...}}` in `api/errors.py`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
+from rentabot.api.auth import (
+    SESSION_COOKIE,
+    Admin,
+    Anyone,
+    Locker,
+    Reader,
+    is_https,
+)
 from rentabot.api.runtime import Runtime, runtime
 from rentabot.api.v2_schemas import (
     ErrorEnvelope,
@@ -21,6 +31,10 @@ from rentabot.api.v2_schemas import (
     EventPage,
     ForceReleased,
     ForceReleaseRequest,
+    KeyCreated,
+    KeyList,
+    KeyOut,
+    KeyRequest,
     LeaseEnvelope,
     LeaseOut,
     LeaseRequest,
@@ -30,13 +44,17 @@ from rentabot.api.v2_schemas import (
     ResourceEnvelope,
     ResourceOut,
     ResourcePage,
+    SignedInOut,
+    SignInRequest,
+    Text,
     TicketEnvelope,
     TicketOut,
+    WhoAmI,
 )
-from rentabot.domain.errors import NotHolderError
+from rentabot.domain.errors import LimitError, NotHolderError
+from rentabot.domain.identity import Role
 from rentabot.domain.model import MAX_ID, Lease
-from rentabot.service.leases import Queued, StillThere
-from rentabot.service.leases import Request as LeaseRequestOptions
+from rentabot.service.leases import LeaseTerms, Queued, StillThere
 
 
 async def runtime_dependency(request: Request) -> Runtime:
@@ -52,17 +70,27 @@ TicketId = Annotated[int, Path(ge=1, le=MAX_ID)]
 ResourceId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"model": ErrorEnvelope, "description": "The token does not hold this lease."},
+    401: {"model": ErrorEnvelope, "description": "An API key is needed, or it is not valid."},
+    403: {"model": ErrorEnvelope, "description": "Not yours, or your role does not allow it."},
     404: {"model": ErrorEnvelope, "description": "No such lease or resource."},
     422: {"model": ErrorEnvelope, "description": "The request is invalid."},
 }
 
-router = APIRouter(prefix="/api/v2", responses={503: {"model": ErrorEnvelope}})
+router = APIRouter(
+    prefix="/api/v2",
+    responses={
+        401: {"model": ErrorEnvelope, "description": "An API key is needed, or is not valid."},
+        503: {"model": ErrorEnvelope},
+    },
+)
 
 
-async def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
-    """The lease token from `Authorization: Bearer <token>` (async: no thread hop)."""
-    scheme, _, token = (authorization or "").partition(" ")
+async def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str | None:
+    """The lease or ticket token from `Authorization: Bearer <token>`; None without one (the
+    caller then acts by its identity). Async: no thread hop."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotHolderError(
             None, None, "Send the lease token in the header `Authorization: Bearer <token>`"
@@ -70,7 +98,7 @@ async def bearer_token(authorization: Annotated[str | None, Header()] = None) ->
     return token.strip()
 
 
-TokenDep = Annotated[str, Depends(bearer_token)]
+TokenDep = Annotated[str | None, Depends(bearer_token)]
 
 
 def still_there(request: Request) -> StillThere:
@@ -103,14 +131,17 @@ def _answer(outcome: Lease | Queued) -> JSONResponse:
     tags=["leases"],
     summary="Acquire a lease on resources, all or nothing, waiting in the queue if asked",
 )
-async def acquire(body: LeaseRequest, app: RuntimeDep, request: Request) -> JSONResponse:
+async def acquire(
+    body: LeaseRequest, caller: Locker, app: RuntimeDep, request: Request
+) -> JSONResponse:
     """Lease the selected resources. With `wait`, wait in the fair queue (priority, then
     arrival): 201 with the lease, or 202 with a ticket to poll after up to 60 s. Retrying
-    with the same `request_id` answers what the first call got. 404 when nothing (or not
-    enough) matches, 409 when held and not granted in time."""
+    with the same `request_id` (yours: each key has its own) answers what the first call
+    got; 409 `request_id_conflict` if it asked for something else. 404 when nothing (or not
+    enough) matches, 409 when held and not granted in time, 429 when the queue is full."""
     outcome = await app.leases.acquire(
         body.select.want(),
-        LeaseRequestOptions(
+        LeaseTerms(
             ttl=body.ttl,
             wait=body.wait,
             priority=body.priority,
@@ -118,6 +149,7 @@ async def acquire(body: LeaseRequest, app: RuntimeDep, request: Request) -> JSON
             description=body.description,
             request_id=body.request_id,
         ),
+        caller,
         still_there(request),
     )
     return _answer(outcome)
@@ -137,14 +169,15 @@ async def acquire(body: LeaseRequest, app: RuntimeDep, request: Request) -> JSON
 async def poll_ticket(
     ticket_id: TicketId,
     token: TokenDep,
+    caller: Locker,
     app: RuntimeDep,
     request: Request,
     wait: Annotated[float, Query(ge=0, le=600)] = 30,
 ) -> JSONResponse:
     """Wait up to `wait` seconds (at most RENTABOT_LONG_POLL_SECONDS) for the grant: 200
     with the lease once granted, 202 with the ticket (and its place) while waiting, 409 once
-    it left the queue without a grant."""
-    outcome = await app.leases.wait(ticket_id, token, wait, still_there(request))
+    it left the queue without a grant. With the ticket's token, or as its principal."""
+    outcome = await app.leases.wait(ticket_id, token, caller, wait, still_there(request))
     answer = _answer(outcome)
     if not isinstance(outcome, Queued):
         answer.status_code = 200
@@ -158,14 +191,17 @@ async def poll_ticket(
     tags=["queue"],
     summary="Leave the queue",
 )
-async def cancel_ticket(ticket_id: TicketId, token: TokenDep, app: RuntimeDep) -> TicketEnvelope:
-    """Cancel a waiting request; what it had reserved goes to the next in line."""
-    ticket = await app.leases.cancel(ticket_id, token)
+async def cancel_ticket(
+    ticket_id: TicketId, token: TokenDep, caller: Locker, app: RuntimeDep
+) -> TicketEnvelope:
+    """Cancel a waiting request (with its token, or as its principal); what it had
+    reserved goes to the next in line."""
+    ticket = await app.leases.cancel(ticket_id, token, caller)
     return TicketEnvelope(ticket=TicketOut.of(ticket, None), token=ticket.token)
 
 
 @router.get("/queue", response_model=QueueOut, tags=["queue"], summary="The wait queue")
-async def queue(app: RuntimeDep) -> QueueOut:
+async def queue(caller: Reader, app: RuntimeDep) -> QueueOut:
     """Every waiting request in the order it will be served (no tokens)."""
     waiting = await app.leases.queue()
     return QueueOut(tickets=[TicketOut.of(ticket, place) for ticket, place in waiting])
@@ -176,11 +212,15 @@ async def queue(app: RuntimeDep) -> QueueOut:
     response_model=LeaseEnvelope,
     responses=ERRORS,
     tags=["leases"],
-    summary="Show a lease to its holder",
+    summary="Show a lease (its token to its holder only)",
 )
-async def get_lease(lease_id: LeaseId, token: TokenDep, app: RuntimeDep) -> LeaseEnvelope:
-    """The lease and what it holds; an ended lease shows how it ended and holds nothing."""
-    return LeaseEnvelope(lease=LeaseOut.of(await app.leases.get(lease_id, token)))
+async def get_lease(
+    lease_id: LeaseId, token: TokenDep, caller: Reader, app: RuntimeDep
+) -> LeaseEnvelope:
+    """The lease and what it holds; an ended lease shows how it ended and holds nothing.
+    Its holder (the token, or its principal) sees its token; anyone else gets `null`."""
+    seen = await app.leases.get(lease_id, token, caller)
+    return LeaseEnvelope(lease=LeaseOut.of(seen.lease, holder=seen.yours))
 
 
 @router.post(
@@ -191,10 +231,15 @@ async def get_lease(lease_id: LeaseId, token: TokenDep, app: RuntimeDep) -> Leas
     summary="Renew a lease before it expires",
 )
 async def renew(
-    lease_id: LeaseId, token: TokenDep, app: RuntimeDep, body: RenewRequest | None = None
+    lease_id: LeaseId,
+    token: TokenDep,
+    caller: Locker,
+    app: RuntimeDep,
+    body: RenewRequest | None = None,
 ) -> LeaseEnvelope:
-    """Its deadline becomes now + ttl. An ended or expired lease is refused (403)."""
-    lease = await app.leases.renew(lease_id, token, body.ttl if body else None)
+    """Its deadline becomes now + ttl. With the token, or as the lease's principal. An
+    ended or expired lease is refused (403)."""
+    lease = await app.leases.renew(lease_id, token, caller, body.ttl if body else None)
     return LeaseEnvelope(lease=LeaseOut.of(lease))
 
 
@@ -205,9 +250,12 @@ async def renew(
     tags=["leases"],
     summary="Release a lease",
 )
-async def release(lease_id: LeaseId, token: TokenDep, app: RuntimeDep) -> LeaseEnvelope:
-    """Free everything the lease holds. An ended or expired lease is refused (403)."""
-    return LeaseEnvelope(lease=LeaseOut.of(await app.leases.release(lease_id, token)))
+async def release(
+    lease_id: LeaseId, token: TokenDep, caller: Locker, app: RuntimeDep
+) -> LeaseEnvelope:
+    """Free everything the lease holds. With the token, or as the lease's principal. An
+    ended or expired lease is refused (403)."""
+    return LeaseEnvelope(lease=LeaseOut.of(await app.leases.release(lease_id, token, caller)))
 
 
 @router.get(
@@ -217,8 +265,9 @@ async def release(lease_id: LeaseId, token: TokenDep, app: RuntimeDep) -> LeaseE
     summary="List resources, filtered and paged",
 )
 async def list_resources(
+    caller: Reader,
     app: RuntimeDep,
-    tag: Annotated[list[str], Query(description="Every tag must match.")] = [],  # noqa: B006
+    tag: Annotated[list[Text], Query(description="Every tag must match.")] = [],  # noqa: B006
     state: Literal["available", "locked", "maintenance"] | None = None,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -238,12 +287,12 @@ async def list_resources(
     summary="Take a resource out of service, or put it back",
 )
 async def maintenance(
-    resource_id: ResourceId, body: MaintenanceRequest, app: RuntimeDep
+    resource_id: ResourceId, body: MaintenanceRequest, caller: Admin, app: RuntimeDep
 ) -> ResourceEnvelope:
     """In maintenance no new lease is granted; a lease already on it runs to its end.
-    Back in service, it goes to the queue at once."""
+    Back in service, it goes to the queue at once. Recorded with the admin's name."""
     resource = await app.admin.set_maintenance(
-        resource_id, body.on, reason=body.reason, actor=body.actor
+        resource_id, body.on, reason=body.reason, admin=caller
     )
     return ResourceEnvelope(resource=ResourceOut.of(resource))
 
@@ -256,11 +305,11 @@ async def maintenance(
     summary="End the lease holding a resource (audited)",
 )
 async def force_release(
-    resource_id: ResourceId, body: ForceReleaseRequest, app: RuntimeDep
+    resource_id: ResourceId, body: ForceReleaseRequest, caller: Admin, app: RuntimeDep
 ) -> ForceReleased:
     """Ends the whole lease (everything it holds is freed and goes to the queue); its holder's
-    token is refused from then on. The reason and actor are recorded in the events."""
-    lease_id = await app.admin.force_release(resource_id, reason=body.reason, actor=body.actor)
+    token is refused from then on. The reason and the admin's name are recorded."""
+    lease_id = await app.admin.force_release(resource_id, reason=body.reason, admin=caller)
     return ForceReleased(
         lease_id=lease_id, resource=ResourceOut.of(await app.locks.resource(resource_id))
     )
@@ -268,6 +317,7 @@ async def force_release(
 
 @router.get("/events", response_model=EventPage, tags=["events"], summary="The audit trail")
 async def events(
+    caller: Reader,
     app: RuntimeDep,
     since: Annotated[
         int, Query(ge=0, le=MAX_ID, description="Only events after this event id.")
@@ -296,34 +346,148 @@ STREAM_KEEPALIVE_S = 15.0
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def event_stream(
+    caller: Reader,
     app: RuntimeDep,
     request: Request,
     since: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
 ) -> StreamingResponse:
     """Every new event as it is committed: `id`, `event` (its kind) and `data` (its JSON).
-    Reconnecting with `Last-Event-ID` (browsers do) or `?since=` resumes without a gap."""
+    Reconnecting with `Last-Event-ID` (browsers do) or `?since=` resumes without a gap.
+    429 `too_many_subscribers` past RENTABOT_MAX_STREAM_SUBSCRIBERS in this process."""
     cursor = last_event_id if last_event_id is not None else since
     if cursor is None:
         # A new subscriber gets what happens from now on.
         cursor = await app.admin.last_event_id()
+    subscribers = app.subscribers
+    if not subscribers.join():
+        raise LimitError(
+            "too_many_subscribers",
+            f"{subscribers.limit} clients already follow the event stream here"
+            " (RENTABOT_MAX_STREAM_SUBSCRIBERS); poll GET /api/v2/events instead",
+        )
 
     async def stream() -> AsyncIterator[str]:
-        position = cursor
-        quiet_since = time.monotonic()
-        yield "retry: 1000\n\n"
-        while not await request.is_disconnected():
-            found = await app.admin.events(after=position, limit=500)
-            for event in found:
-                data = EventOut.of(event).model_dump_json()
-                yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
-                position = event.id
-            if found:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > STREAM_KEEPALIVE_S:
-                yield ": keep-alive\n\n"
-                quiet_since = time.monotonic()
-            # Woken by this process's commits; other processes' are seen within 0.5 s.
-            await app.database.committed(0.5)
+        try:
+            position = cursor
+            quiet_since = time.monotonic()
+            yield "retry: 1000\n\n"
+            while not await request.is_disconnected():
+                found = await app.admin.events(after=position, limit=500)
+                for event in found:
+                    data = EventOut.of(event).model_dump_json()
+                    yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+                    position = event.id
+                if found:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > STREAM_KEEPALIVE_S:
+                    yield ": keep-alive\n\n"
+                    quiet_since = time.monotonic()
+                # Woken by this process's commits; other processes' are seen within 0.5 s.
+                await app.database.committed(0.5)
+        finally:
+            subscribers.leave()
 
     return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+# ---------------------------------------------------------------------- identities
+
+
+@router.get(
+    "/whoami",
+    response_model=WhoAmI,
+    tags=["identity"],
+    summary="Who the server takes you for",
+)
+async def whoami(caller: Anyone) -> WhoAmI:
+    """Your principal (key name or user; null when anonymous), role, and how you proved it."""
+    return WhoAmI.of(caller)
+
+
+@router.post(
+    "/session",
+    response_model=SignedInOut,
+    responses=ERRORS,
+    tags=["identity"],
+    summary="Sign in with your personal key (sets a session cookie)",
+)
+async def sign_in(
+    body: SignInRequest, caller: Anyone, app: RuntimeDep, request: Request
+) -> JSONResponse:
+    """Open a session for the holder of the key: the answer sets the `HttpOnly`,
+    `SameSite=Strict` cookie `rentabot_session` (`Secure` over HTTPS). Writes authorised by
+    the cookie alone must come from this server's pages, or send `X-CSRF-Token`."""
+    signed_in = await app.identity.sign_in(body.key)
+    answer = JSONResponse(
+        SignedInOut(
+            principal=signed_in.principal.subject,
+            role=signed_in.principal.role.label,
+            expires_at=signed_in.expires_at,
+            csrf_token=signed_in.csrf_token,
+        ).model_dump(mode="json")
+    )
+    answer.set_cookie(
+        SESSION_COOKIE,
+        signed_in.secret,
+        max_age=int(app.identity.session_ttl),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=is_https(request),
+    )
+    return answer
+
+
+@router.delete(
+    "/session",
+    status_code=204,
+    tags=["identity"],
+    summary="Sign out (ends the session everywhere)",
+)
+async def sign_out(caller: Anyone, app: RuntimeDep, request: Request) -> Response:
+    """End this browser's session and clear its cookie."""
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        await app.identity.sign_out(session)
+    answer = Response(status_code=204)
+    answer.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return answer
+
+
+@router.get("/keys", response_model=KeyList, tags=["identity"], summary="List API keys")
+async def list_keys(
+    caller: Admin, app: RuntimeDep, revoked: bool = Query(default=False)
+) -> KeyList:
+    """Every key (name, role, created, last used; never the key), revoked ones with
+    `revoked=true`."""
+    return KeyList(keys=[KeyOut.of(key) for key in await app.identity.keys(revoked=revoked)])
+
+
+@router.post(
+    "/keys",
+    status_code=201,
+    response_model=KeyCreated,
+    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "The name is taken."}},
+    tags=["identity"],
+    summary="Create an API key (shown once)",
+)
+async def create_key(body: KeyRequest, caller: Admin, app: RuntimeDep) -> KeyCreated:
+    """A new key with a role: `read`, `lock` or `admin`. The secret is in this answer only."""
+    key, secret = await app.identity.create_key(body.name, Role.parse(body.role))
+    return KeyCreated(key=KeyOut.of(key), secret=secret)
+
+
+@router.delete(
+    "/keys/{name}",
+    status_code=204,
+    responses=ERRORS,
+    tags=["identity"],
+    summary="Revoke an API key",
+)
+async def revoke_key(
+    name: Annotated[Text, Path(max_length=100)], caller: Admin, app: RuntimeDep
+) -> Response:
+    """Refused everywhere within 2 s; the sessions opened with it end too."""
+    await app.identity.revoke_key(name)
+    return Response(status_code=204)

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from rentabot.domain.model import MAX_ID, Event, Lease, Resource, Ticket, Want
+from rentabot.domain.identity import ApiKey, Principal
+from rentabot.domain.model import MAX_ID, Event, Lease, Resource, Ticket, Want, unstorable
 
 
-def _no_nul(value: str) -> str:
-    # No database stores a NUL in text (PostgreSQL refuses it): say so instead of failing.
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character")
+def _storable(value: str) -> str:
+    # Refused here, with what is wrong, rather than by a database driver with a 500.
+    problem = unstorable(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
-#: Text from a client: no NUL characters.
-Text = Annotated[str, AfterValidator(_no_nul)]
+#: Text from a client: only what every database stores (no NUL, no lone surrogate).
+Text = Annotated[str, AfterValidator(_storable)]
 #: An id the database can hold.
 RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+#: Longest texts a client may store.
+MAX_OWNER = 500
+MAX_DESCRIPTION = 2000
+MAX_REASON = 2000
 
 
 class Strict(BaseModel):
@@ -61,8 +67,13 @@ class LeaseRequest(Strict):
     ttl: float | None = Field(
         default=None, gt=0, description="Lease time in seconds; renew before it runs out."
     )
-    owner: Text | None = Field(default=None, max_length=500, examples=["ci/job/42"])
-    description: Text | None = Field(default=None, max_length=2000)
+    owner: Text | None = Field(
+        default=None,
+        max_length=MAX_OWNER,
+        examples=["ci/job/42"],
+        description="Who holds it, for people to read; the key's or user's name by default.",
+    )
+    description: Text | None = Field(default=None, max_length=MAX_DESCRIPTION)
     request_id: Text | None = Field(
         default=None,
         min_length=1,
@@ -112,6 +123,7 @@ class HolderOut(BaseModel):
 
     lease_id: int
     owner: str | None
+    principal: str | None = Field(description="The key or user that took it; null: anonymous.")
     acquired_at: float
     expires_at: float | None = Field(description="Seconds since the epoch; null: no TTL.")
 
@@ -131,9 +143,7 @@ class ResourceOut(BaseModel):
     @classmethod
     def of(cls, resource: Resource) -> ResourceOut:
         """The public view of a resource (never its holder's token)."""
-        state: Literal["available", "locked", "maintenance"] = (
-            "locked" if resource.locked else "maintenance" if resource.maintenance else "available"
-        )
+        state = cast(Literal["available", "locked", "maintenance"], resource.state)
         return cls(
             id=resource.id,
             name=resource.name,
@@ -146,6 +156,7 @@ class ResourceOut(BaseModel):
                 HolderOut(
                     lease_id=holder.lease_id,
                     owner=holder.owner,
+                    principal=holder.principal,
                     acquired_at=holder.acquired_at,
                     expires_at=holder.expires_at,
                 )
@@ -166,12 +177,15 @@ class HeldResource(BaseModel):
 
 
 class LeaseOut(BaseModel):
-    """A lease, as its holder sees it."""
+    """A lease. Its holder sees its token; everyone else its public view (token null)."""
 
     id: int
-    token: str = Field(description="Secret: send it as `Authorization: Bearer <token>`.")
+    token: str | None = Field(
+        description="Secret, shown to the holder only: send it as `Authorization: Bearer`."
+    )
     state: str = Field(examples=["active", "released", "expired"])
     owner: str | None
+    principal: str | None = Field(description="The key or user that took it; null: anonymous.")
     description: str | None
     acquired_at: float
     expires_at: float | None
@@ -180,13 +194,14 @@ class LeaseOut(BaseModel):
     resources: list[HeldResource]
 
     @classmethod
-    def of(cls, lease: Lease) -> LeaseOut:
-        """The holder's view of a lease."""
+    def of(cls, lease: Lease, *, holder: bool = True) -> LeaseOut:
+        """The holder's view of a lease (`holder`), or everyone's (without the token)."""
         return cls(
             id=lease.id,
-            token=lease.token,
+            token=lease.token if holder else None,
             state=lease.state,
             owner=lease.owner,
+            principal=lease.principal,
             description=lease.description,
             acquired_at=lease.acquired_at,
             expires_at=lease.expires_at,
@@ -219,6 +234,7 @@ class TicketOut(BaseModel):
     position: int | None = Field(description="1 is next; null once out of the queue.")
     priority: int
     owner: str | None
+    principal: str | None = Field(description="The key or user that asked; null: anonymous.")
     description: str | None
     count: int
     resource_ids: list[int] | None
@@ -236,6 +252,7 @@ class TicketOut(BaseModel):
             position=position if ticket.state == "waiting" else None,
             priority=ticket.priority,
             owner=ticket.owner,
+            principal=ticket.principal,
             description=ticket.description,
             count=ticket.count,
             resource_ids=list(ticket.resource_ids) if ticket.resource_ids is not None else None,
@@ -259,19 +276,32 @@ class QueueOut(BaseModel):
     tickets: list[TicketOut]
 
 
-class MaintenanceRequest(Strict):
+class AuditedRequest(Strict):
+    """An operator action: who does it comes from the caller's key or sign-in, never from
+    the body (an `actor` field is refused, so a script that sends one learns it is not
+    recorded)."""
+
+    reason: Text | None = Field(default=None, max_length=MAX_REASON)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_actor(cls, data: object) -> object:
+        if isinstance(data, dict) and "actor" in data:
+            raise ValueError(
+                "do not send `actor`: the audit trail records who you are from your API key"
+                " or sign-in"
+            )
+        return data
+
+
+class MaintenanceRequest(AuditedRequest):
     """Take a resource out of service, or put it back."""
 
     on: bool
-    reason: Text | None = Field(default=None, max_length=2000)
-    actor: Text | None = Field(default=None, max_length=500, description="Who does it.")
 
 
-class ForceReleaseRequest(Strict):
+class ForceReleaseRequest(AuditedRequest):
     """End whatever lease holds a resource."""
-
-    reason: Text | None = Field(default=None, max_length=2000)
-    actor: Text | None = Field(default=None, max_length=500, description="Who does it.")
 
 
 class ResourceEnvelope(BaseModel):
@@ -339,3 +369,72 @@ class ErrorEnvelope(BaseModel):
     """`{"error": {"code", "message"}}`."""
 
     error: ErrorBody
+
+
+class KeyRequest(Strict):
+    """A new API key."""
+
+    name: Text = Field(min_length=1, max_length=100, examples=["jenkins-lab-1"])
+    role: Literal["read", "lock", "admin"] = Field(examples=["lock"])
+
+
+class KeyOut(BaseModel):
+    """An API key (never the key itself)."""
+
+    name: str
+    role: str
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        """The public view of a key."""
+        return cls(
+            name=key.name,
+            role=key.role.label,
+            created_at=key.created_at,
+            last_used_at=key.last_used_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class KeyCreated(BaseModel):
+    """A new key: `secret` is shown this once (only its hash is kept)."""
+
+    key: KeyOut
+    secret: str = Field(description="Send it as `X-API-Key`. Shown only now.")
+
+
+class KeyList(BaseModel):
+    """API keys by name."""
+
+    keys: list[KeyOut]
+
+
+class WhoAmI(BaseModel):
+    """Who the server takes the caller for."""
+
+    principal: str | None = Field(description="The key's or user's name; null: anonymous.")
+    role: str = Field(examples=["read", "lock", "admin", "none"])
+    via: str = Field(examples=["key", "session", "proxy", "anonymous"])
+
+    @classmethod
+    def of(cls, principal: Principal) -> WhoAmI:
+        """The caller."""
+        return cls(principal=principal.name, role=principal.role.label, via=principal.via)
+
+
+class SignInRequest(Strict):
+    """Sign in with your personal API key: the answer sets a session cookie."""
+
+    key: Text = Field(min_length=1, max_length=200)
+
+
+class SignedInOut(BaseModel):
+    """A session: who, until when, and the token its pages send with every change."""
+
+    principal: str
+    role: str
+    expires_at: float
+    csrf_token: str = Field(description="Send it as `X-CSRF-Token` with cookie-authorised writes.")

@@ -40,7 +40,8 @@ def _expires(expires_at: float | None, now: float) -> str:
     return f"in {format_duration(left)}" if left > 0 else "now"
 
 
-def _table(header: Sequence[str], rows: list[list[str]]) -> str:
+def table(header: Sequence[str], rows: list[list[str]]) -> str:
+    """Rows under a header, in columns."""
     widths = [max(len(row[i]) for row in [list(header), *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -86,7 +87,7 @@ def ls(
                 " ".join(resource.tags),
             ]
         )
-    click.echo(_table(["ID", "NAME", "STATE", "HOLDER", "EXPIRES", "TAGS"], rows))
+    click.echo(table(["ID", "NAME", "STATE", "HOLDER", "EXPIRES", "TAGS"], rows))
 
 
 @click.command(epilog=EXIT_CODES)
@@ -235,7 +236,7 @@ def queue(as_json: bool, url: str, api_key: str | None, retry_for: float) -> Non
         for ticket in tickets
     ]
     header = ["POSITION", "TICKET", "PRIORITY", "OWNER", "WANTS", "WAITED", "GIVES UP"]
-    click.echo(_table(header, rows))
+    click.echo(table(header, rows))
 
 
 def _wanted(count: int, tags: Sequence[str], ids: Sequence[int] | None) -> str:

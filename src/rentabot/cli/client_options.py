@@ -71,8 +71,8 @@ def client_options(command: F) -> F:
         click.option(
             "--api-key",
             envvar="RENTABOT_API_KEY",
-            help="Sent as the X-API-Key header (the server does not check it yet).  "
-            "[RENTABOT_API_KEY]",
+            help="Your API key, sent as the X-API-Key header (prefer the variable: options"
+            " show in `ps`).  [RENTABOT_API_KEY]",
         ),
         click.option(
             "--retry-for",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,7 @@ import click
 
 from rentabot import __version__
 from rentabot.cli.client_commands import COMMANDS as CLIENT_COMMANDS
+from rentabot.cli.keys import keys, whoami
 from rentabot.cli.run import run
 
 if TYPE_CHECKING:
@@ -28,7 +31,7 @@ def _fail(message: str, status: int = 1) -> None:
     sys.exit(status)
 
 
-def _settings(**overrides: object) -> Settings:
+def settings_from_options(**overrides: object) -> Settings:
     from pydantic import ValidationError
 
     from rentabot.settings import Settings
@@ -63,8 +66,20 @@ def main() -> None:
 
 
 # The client commands talk to a server over HTTP only (`rentabot.client`); docs/cli.md.
-for _command in [*CLIENT_COMMANDS, run]:
+for _command in [*CLIENT_COMMANDS, run, whoami, keys]:
     main.add_command(_command)
+
+
+@contextlib.contextmanager
+def fail_on_database_errors(settings: Settings) -> Iterator[None]:
+    """An unreachable or too-new database becomes a message and exit status 1."""
+    from rentabot.storage.database import DatabaseUnavailableError
+    from rentabot.storage.migrate import SchemaTooNewError
+
+    try:
+        yield
+    except (DatabaseUnavailableError, SchemaTooNewError) as error:
+        _fail(f"database {settings.database_url}: {error}")
 
 
 @main.command()
@@ -101,7 +116,7 @@ def serve(
     from rentabot.storage.database import DatabaseUnavailableError
     from rentabot.storage.migrate import SchemaTooNewError
 
-    settings = _settings(
+    settings = settings_from_options(
         host=host,
         port=port,
         resource_descriptor=descriptor,
@@ -127,6 +142,15 @@ def serve(
             f" (database {settings.database_url}, {settings.workers} worker(s))",
             err=True,
         )
+        if not report.admin_keys:
+            log.warning(
+                "no admin key exists yet: create one, in another terminal, with\n"
+                "    %s\n"
+                "and send it as the X-API-Key header (RENTABOT_API_KEY for the rentabot"
+                " commands). Callers without a key have the %s role.",
+                admin_key_command(settings),
+                settings.anonymous_role,
+            )
     config = {
         "host": settings.host,
         "port": settings.port,
@@ -162,7 +186,7 @@ def upgrade(database: str | None) -> None:
     from rentabot.storage.database import DatabaseUnavailableError
     from rentabot.storage.migrate import SchemaTooNewError
 
-    settings = _settings(database_url=database)
+    settings = settings_from_options(database_url=database)
     _configure_logging(settings.log_level)
     try:
         target = open_database_for(settings)
@@ -177,3 +201,21 @@ def upgrade(database: str | None) -> None:
             click.echo(f"database already at schema {after}")
         else:
             click.echo(f"database upgraded from {before or 'empty'} to schema {after}")
+
+
+def admin_key_command(settings: Settings) -> str:
+    """The command that creates the first admin key on this server's database (the
+    database named in full, so it works from any directory)."""
+    import shlex
+
+    from sqlalchemy.engine import make_url
+
+    program = sys.argv[0] if Path(sys.argv[0]).name == "rentabot" else "rentabot"
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        url = url.set(database=str(Path(url.database).resolve()))
+    command = f"{shlex.quote(program)} keys create admin --role admin"
+    command += f" --database {shlex.quote(url.render_as_string(hide_password=True))}"
+    if url.password is not None:
+        command += "  # with the database password in place of ***"
+    return command

@@ -13,22 +13,26 @@ whole story, and the error tree is in `rentabot.client.errors`.
 from rentabot.client.durations import DurationError, format_duration, parse_duration
 from rentabot.client.errors import (
     BusyError,
+    ForbiddenError,
     InvalidRequestError,
     LeaseEndedError,
     LeaseLostError,
     LeaseNotFoundError,
+    LimitError,
     NotFoundError,
     NotGrantedError,
     NotHolderError,
     NotLockedError,
     RentabotClientError,
+    RequestIdConflictError,
     RequestIdReusedError,
     ServerError,
     ServerUnreachableError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from rentabot.client.held import HeldLease
-from rentabot.client.models import HeldResource, Holder, Lease, Resource, Ticket
+from rentabot.client.models import HeldResource, Holder, Identity, Lease, Resource, Ticket
 from rentabot.client.protocol import LockOptions
 from rentabot.client.sync import Client
 
@@ -36,25 +40,30 @@ __all__ = [
     "BusyError",
     "Client",
     "DurationError",
+    "ForbiddenError",
     "HeldLease",
     "HeldResource",
     "Holder",
+    "Identity",
     "InvalidRequestError",
     "Lease",
     "LeaseEndedError",
     "LeaseLostError",
     "LeaseNotFoundError",
+    "LimitError",
     "LockOptions",
     "NotFoundError",
     "NotGrantedError",
     "NotHolderError",
     "NotLockedError",
     "RentabotClientError",
+    "RequestIdConflictError",
     "RequestIdReusedError",
     "Resource",
     "ServerError",
     "ServerUnreachableError",
     "Ticket",
+    "UnauthenticatedError",
     "UnavailableError",
     "format_duration",
     "parse_duration",

@@ -18,7 +18,7 @@ from typing import TypeVar, Unpack
 import httpx
 
 from rentabot.client.held import HeldLease, OnLost
-from rentabot.client.models import Lease, Resource, Ticket
+from rentabot.client.models import Identity, Lease, Resource, Ticket
 from rentabot.client.protocol import (
     DEFAULT_LEASE_TTL,
     Call,
@@ -112,6 +112,14 @@ class AsyncClient:
     async def queue(self) -> list[Ticket]:
         """See `Client.queue`."""
         return await self._run(self._protocol.queue())
+
+    async def force_release(self, resource_id: int, *, reason: str | None = None) -> int:
+        """See `Client.force_release`."""
+        return await self._run(self._protocol.force_release(resource_id, reason))
+
+    async def whoami(self) -> Identity:
+        """See `Client.whoami`."""
+        return await self._run(self._protocol.whoami())
 
     @contextlib.asynccontextmanager
     async def lease(

@@ -6,7 +6,8 @@ RentabotClientError                 base: `message`, and `status`/`code` when th
 ├── ServerError                     the server failed, or answered something unexpected
 │   └── UnavailableError            503 `unavailable`: the server's database does not answer
 ├── InvalidRequestError             422 `invalid_request` (e.g. a TTL above the server's maximum)
-│   └── RequestIdReusedError        the request id belongs to a lease that has already ended
+│   ├── RequestIdReusedError        the request id belongs to a lease that has already ended
+│   └── RequestIdConflictError      409 `request_id_conflict`: the id was used for another request
 ├── NotFoundError                   404 `not_found`: nothing (or not enough) matches
 │   └── LeaseNotFoundError          404 `lease_not_found`
 ├── BusyError                       409 `busy`: held, and no wait was asked
@@ -14,6 +15,9 @@ RentabotClientError                 base: `message`, and `status`/`code` when th
 ├── NotHolderError                  403 `not_holder`: the token does not hold the lease
 │   └── LeaseEndedError             403 `lease_ended`: released, expired or force-released
 ├── NotLockedError                  409 `not_locked`: an operator action on a free resource
+├── UnauthenticatedError            401 `unauthenticated`: a key is needed, or it is not valid
+├── ForbiddenError                  403 `forbidden`, `cross_origin`: the role does not allow it
+├── LimitError                      429: the queue is full (`queue_full`, `too_many_waiting`)
 └── LeaseLostError                  a lease held by `Client.lease`/`keep` ended while held
 """
 
@@ -72,6 +76,24 @@ class RequestIdReusedError(InvalidRequestError):
         self.request_id = request_id
         self.lease_id = lease_id
         self.state = state
+
+
+class RequestIdConflictError(InvalidRequestError):
+    """409: the request id was already used for another selection (or, without a key, by
+    another owner): it answers that request, not this one. Use a new request id."""
+
+
+class UnauthenticatedError(RentabotClientError):
+    """401: the server needs an API key for this (RENTABOT_API_KEY), or the key sent is
+    unknown or revoked."""
+
+
+class ForbiddenError(RentabotClientError):
+    """403: the key's role does not allow this (e.g. an admin action with a `lock` key)."""
+
+
+class LimitError(RentabotClientError):
+    """429: too many requests wait in the queue (in all, or yours); retry later."""
 
 
 class NotFoundError(RentabotClientError):
@@ -136,12 +158,18 @@ _BY_CODE: dict[str, type[RentabotClientError]] = {
     "lease_ended": LeaseEndedError,
     "not_locked": NotLockedError,
     "unavailable": UnavailableError,
+    "request_id_conflict": RequestIdConflictError,
+    "unauthenticated": UnauthenticatedError,
+    "forbidden": ForbiddenError,
+    "cross_origin": ForbiddenError,
 }
 _BY_STATUS: dict[int, type[RentabotClientError]] = {
+    401: UnauthenticatedError,
     403: NotHolderError,
     404: NotFoundError,
     409: BusyError,
     422: InvalidRequestError,
+    429: LimitError,
     503: UnavailableError,
 }
 

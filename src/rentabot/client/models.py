@@ -31,6 +31,8 @@ class Lease(_Answer):
     #: `active`, or how it ended: `released`, `expired`, `force_released`.
     state: str
     owner: str | None = None
+    #: The key or user that took it; None: anonymous.
+    principal: str | None = None
     description: str | None = None
     acquired_at: float
     #: Seconds since the epoch (the server's clock); None: held until released.
@@ -82,6 +84,19 @@ class Holder(_Answer):
 
     lease_id: int
     owner: str | None = None
+    #: The key or user that took it; None: anonymous.
+    principal: str | None = None
     acquired_at: float | None = None
     #: Seconds since the epoch (the server's clock); None: held until released.
     expires_at: float | None = None
+
+
+class Identity(_Answer):
+    """Who the server takes a client for."""
+
+    #: The key's or user's name; None: anonymous.
+    principal: str | None = None
+    #: `none`, `read`, `lock` or `admin`.
+    role: str
+    #: `key`, `session`, `proxy` or `anonymous`.
+    via: str

@@ -30,7 +30,7 @@ from rentabot.client.errors import (
     error_from_answer,
 )
 from rentabot.client.held import HeldLease
-from rentabot.client.models import Lease, Resource, Ticket
+from rentabot.client.models import Identity, Lease, Resource, Ticket
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -449,14 +449,19 @@ class Protocol:
         body = yield from self.call(Call("GET", "/api/v2/queue"), 200)
         return [parse(Ticket, item) for item in body.get("tickets", [])]
 
-    def force_release(self, resource_id: int, reason: str | None, actor: str | None) -> Flow[int]:
-        """Operator action: end the lease holding a resource; returns that lease's id."""
+    def force_release(self, resource_id: int, reason: str | None) -> Flow[int]:
+        """Operator action (an admin key): end the lease holding a resource; returns that
+        lease's id. The audit trail names the key."""
         call = Call(
             "POST",
             f"/api/v2/resources/{resource_id}/force-release",
-            json={"reason": reason, "actor": actor},
+            json={"reason": reason} if reason is not None else {},
         )
         return int((yield from self.call(call, 200))["lease_id"])
+
+    def whoami(self) -> Flow[Identity]:
+        """Who the server takes this client for (its key's name and role)."""
+        return parse(Identity, (yield from self.call(Call("GET", "/api/v2/whoami"), 200)))
 
 
 class Steps(Generic[T]):

@@ -14,7 +14,7 @@ from typing import TypeVar, Unpack
 import httpx
 
 from rentabot.client.held import HeldLease, OnLost
-from rentabot.client.models import Lease, Resource, Ticket
+from rentabot.client.models import Identity, Lease, Resource, Ticket
 from rentabot.client.protocol import (
     DEFAULT_LEASE_TTL,
     Call,
@@ -80,7 +80,7 @@ class Client:
     `retry_for` seconds: a retry never takes a second lease. Errors are the tree of
     `rentabot.client.errors`.
 
-    `api_key` is sent as `X-API-Key` (the server does not check it yet).
+    `api_key` (RENTABOT_API_KEY for the `rentabot` commands) is sent as `X-API-Key`.
     """
 
     def __init__(
@@ -175,12 +175,14 @@ class Client:
         """The waiting requests, in the order they will be served."""
         return self._run(self._protocol.queue())
 
-    def force_release(
-        self, resource_id: int, *, reason: str | None = None, actor: str | None = None
-    ) -> int:
-        """Operator action: end the lease holding the resource (its holder loses it);
-        returns the lease id. Raises NotLockedError if the resource is free."""
-        return self._run(self._protocol.force_release(resource_id, reason, actor))
+    def force_release(self, resource_id: int, *, reason: str | None = None) -> int:
+        """Operator action (an admin key): end the lease holding the resource (its holder
+        loses it); returns the lease id. Raises NotLockedError if the resource is free."""
+        return self._run(self._protocol.force_release(resource_id, reason))
+
+    def whoami(self) -> Identity:
+        """Who the server takes this client for: its key's name and role."""
+        return self._run(self._protocol.whoami())
 
     # -- keeping a lease ------------------------------------------------------------------
 
