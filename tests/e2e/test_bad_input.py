@@ -111,6 +111,26 @@ def _cases() -> list[Any]:
         if name != "space-1":  # the original may have matched `?id= 1` (SQLite affinity)
             add(f"lock-query-id-{name}", Case("POST", f"{V1}/resources/lock?id={text}", 404))
 
+    # Beyond the 4,300 digits Python's int() accepts, under both prefixes; and numbers that
+    # float() reads as infinite or not a number.
+    many = "9" * 5000
+    for prefix in PREFIXES:
+        add(f"get-id-5000-digits-{prefix}", Case("GET", f"{prefix}/resources/{many}", 404))
+        add(f"lock-id-5000-digits-{prefix}", Case("POST", f"{prefix}/resources/{many}/lock", 404))
+        target = f"{prefix}/resources/{many}/unlock?lock-token=x"
+        add(f"unlock-id-5000-digits-{prefix}", Case("POST", target, 404))
+        post = frozenset({"POST"})
+        target = f"{prefix}/resources/{many}/lock"
+        add(f"GET-lock-5000-digits-{prefix}", Case("GET", target, 405, allow=post))
+    numbers = {"5000-digits": many, "1e999": "1e999", "nan": "nan", "inf": "inf", "-inf": "-inf"}
+    for name, value in numbers.items():
+        for key in ("id", "rid"):
+            add(f"lock-{key}-{name}", Case("POST", f"{V1}/resources/lock?{key}={value}", 404))
+        for key in ("ttl", "wait"):
+            add(f"lock-2-{key}-{name}", Case("POST", f"{V1}/resources/2/lock?{key}={value}", 400))
+            target = f"{V1}/resources/lock?tag=ble&{key}={value}"
+            add(f"lock-tag-{key}-{name}", Case("POST", target, 400))
+
     lock = f"{V1}/resources/lock"
     unlock = f"{V1}/resources/3/unlock"
     for case_id, target, status in [
