@@ -1,0 +1,62 @@
+"""What a real `rentabot` prints holds no secret: no database password, no lock token."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import skip_or_fail
+from tests.support import (
+    EXAMPLES,
+    RENTABOT,
+    Server,
+    environment_without_settings,
+    postgres_schema,
+)
+
+pytestmark = pytest.mark.e2e
+
+#: PostgreSQL's trust authentication accepts any password: the URL works and carries it.
+PASSWORD = "s3cretpw"
+
+
+def test_serve_shows_the_database_url_with_its_password_masked(
+    servers: list[Server], tmp_path: Path
+) -> None:
+    """`rentabot serve` on a URL with a password names the database, never the password."""
+    with postgres_schema() as schema_url:
+        url = make_url(schema_url).set(password=PASSWORD).render_as_string(hide_password=False)
+        server = Server(url, EXAMPLES, log=tmp_path / "serve.log")
+        servers.append(server)
+        server.start()
+        server.stop()
+    output = server.output()
+    assert f"(database {make_url(url).render_as_string(hide_password=True)}," in output
+    assert PASSWORD not in output
+
+
+@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"]], ids=["serve", "upgrade"])
+def test_a_database_error_shows_the_url_with_its_password_masked(
+    command: list[str], tmp_path: Path
+) -> None:
+    """`serve` and `db upgrade` on an unreachable database: the error masks the password."""
+    if not RENTABOT.exists():
+        skip_or_fail(f"the rentabot console script is not installed at {RENTABOT}")
+    url = f"postgresql+psycopg://root:{PASSWORD}@127.0.0.1:1/test"
+    done = subprocess.run(
+        [str(RENTABOT), *command, "--database", url],
+        capture_output=True,
+        text=True,
+        env=environment_without_settings(),
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "rentabot: error: database postgresql+psycopg://root:***@127.0.0.1:1/test:" in (
+        done.stderr
+    )
+    assert PASSWORD not in done.stdout + done.stderr
