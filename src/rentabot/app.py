@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from rentabot import __version__
 from rentabot.api import docs, health, v1, v2
+from rentabot.api.access_log import redact_access_log
 from rentabot.api.edge import EdgeGuard
 from rentabot.api.errors import install_error_handlers
 from rentabot.api.runtime import Runtime, Subscribers
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Here, in every worker process, after uvicorn has configured its loggers.
+        redact_access_log()
         database = open_database_for(settings)
         try:
             current, head = migrate.current_revision(database), migrate.head_revision(database)

@@ -185,3 +185,27 @@ def test_busy_by_criteria_echoes_what_was_asked(client: TestClient, prefix: str)
     assert busy.json() == {"message": BUSY, "id": "1", "name": None, "tags": ["x"]}
     busy = client.post(f"{prefix}/resources/lock", params={"name": "coffee-machine"})
     assert busy.json() == {"message": BUSY, "id": None, "name": "coffee-machine", "tags": []}
+
+
+def test_an_id_of_any_length_answers_404_with_the_id_as_sent(
+    client: TestClient, prefix: str
+) -> None:
+    """Ids beyond 2⁶³, even too long for int(), answer 404 with the id as sent (a string)."""
+    for digits, shown in [
+        ("0" * 5000 + "7", 7),  # leading zeros do not count
+        (str(2**63), str(2**63)),
+        ("9" * 26, "9" * 26),
+        ("9" * 5000, "9" * 5000),
+        ("0" * 5000 + "9" * 5000, "0" * 5000 + "9" * 5000),
+    ]:
+        for method, path in [
+            ("GET", f"{prefix}/resources/{digits}"),
+            ("POST", f"{prefix}/resources/{digits}/lock"),
+            ("POST", f"{prefix}/resources/{digits}/unlock?lock-token=x"),
+        ]:
+            answer = client.request(method, path)
+            assert answer.status_code == 404, (method, path[:80], answer.text[:200])
+            assert answer.json() == {"message": "Resource not found", "resource_id": shown}
+    assert client.get(f"{prefix}/resources/{'0' * 5000}1").json()["resource"]["id"] == 1
+    assert client.post(f"{prefix}/resources/{'0' * 5000}/lock").status_code == 400  # id 0
+    assert client.get(f"{prefix}/resources/{'9' * 5000}/lock").status_code == 405

@@ -8,11 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rentabot.app import create_app
-from rentabot.service.bootstrap import prepare_database
 from rentabot.domain.identity import Role
+from rentabot.service.bootstrap import prepare_database
 from rentabot.settings import Settings
 from tests.support import create_key
-
 
 #: The admin key's name: what the audit trail records as the actor.
 ADMIN_NAME = "ops"

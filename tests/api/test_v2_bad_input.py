@@ -18,15 +18,18 @@ BEARER = {"Authorization": "Bearer x"}
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """One app on the example resources for the whole table."""
-    from tests.support import EXAMPLES
+    """One app on the example resources for the whole table, called with an admin key (so
+    every route judges the input, not the caller)."""
+    from tests.support import EXAMPLES, create_key
 
     directory = tmp_path_factory.mktemp("v2-bad-input")
     settings = Settings(
         database_url=f"sqlite:///{directory / 'db.sqlite'}", resource_descriptor=EXAMPLES
     )
     prepare_database(settings)
+    admin = create_key(settings.database_url, "admin")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        client.headers["X-API-Key"] = admin
         yield client
 
 
@@ -80,3 +83,38 @@ def test_malformed_v2_request_answers_json_4xx(
     error = answer.json()["error"]
     assert error["code"]
     assert error["message"]
+
+
+#: Past the 4,300 digits Python's int() accepts, and what float() reads as inf or nan.
+NUMBERS = {"5000-digits": "9" * 5000, "1e999": "1e999", "nan": "nan", "inf": "inf", "-inf": "-inf"}
+NUMBER_CASES = [
+    pytest.param(method, path.format(n=number), options, id=f"{label}-{name}")
+    for name, number in NUMBERS.items()
+    for label, method, path, options in [
+        ("get-lease", "get", "/api/v2/leases/{n}", {"headers": BEARER}),
+        ("renew", "post", "/api/v2/leases/{n}/renew", {"headers": BEARER}),
+        ("release", "delete", "/api/v2/leases/{n}", {"headers": BEARER}),
+        ("poll", "get", "/api/v2/tickets/{n}", {"headers": BEARER}),
+        ("cancel", "delete", "/api/v2/tickets/{n}", {"headers": BEARER}),
+        ("poll-wait", "get", "/api/v2/tickets/1?wait={n}", {"headers": BEARER}),
+        ("maintenance", "post", "/api/v2/resources/{n}/maintenance", {"json": {"on": True}}),
+        ("force-release", "post", "/api/v2/resources/{n}/force-release", {"json": {}}),
+        ("resources-offset", "get", "/api/v2/resources?offset={n}", {}),
+        ("resources-limit", "get", "/api/v2/resources?limit={n}", {}),
+        ("events-since", "get", "/api/v2/events?since={n}", {}),
+        ("events-resource", "get", "/api/v2/events?resource_id={n}", {}),
+        ("events-lease", "get", "/api/v2/events?lease_id={n}", {}),
+        ("events-limit", "get", "/api/v2/events?limit={n}", {}),
+        ("stream-since", "get", "/api/v2/events/stream?since={n}", {}),
+    ]
+]
+
+
+@pytest.mark.parametrize(("method", "path", "options"), NUMBER_CASES)
+def test_huge_or_non_finite_numbers_answer_404_or_422(
+    api: TestClient, method: str, path: str, options: dict[str, Any]
+) -> None:
+    """A 5,000-digit, infinite or NaN id, offset, limit or wait: 404 or 422 with a JSON error."""
+    answer = getattr(api, method)(path, **options)
+    assert answer.status_code in (404, 422), answer.text[:300]
+    assert answer.json()["error"]["code"] in ("not_found", "invalid_request")

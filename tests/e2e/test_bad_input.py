@@ -109,7 +109,29 @@ def _cases() -> list[Any]:
         add(f"lock-id-{name}", Case("POST", f"{V1}/resources/{text}/lock", 404))
         add(f"unlock-id-{name}", Case("POST", f"{V1}/resources/{text}/unlock?lock-token=x", 404))
         if name != "space-1":  # the original may have matched `?id= 1` (SQLite affinity)
-            add(f"lock-query-id-{name}", Case("POST", f"{V1}/resources/lock?id={text}", 404))
+            # A NUL in a query value is refused at the edge (no database stores one).
+            status = 422 if name == "nul" else 404
+            add(f"lock-query-id-{name}", Case("POST", f"{V1}/resources/lock?id={text}", status))
+
+    # Beyond the 4,300 digits Python's int() accepts, under both prefixes; and numbers that
+    # float() reads as infinite or not a number.
+    many = "9" * 5000
+    for prefix in PREFIXES:
+        add(f"get-id-5000-digits-{prefix}", Case("GET", f"{prefix}/resources/{many}", 404))
+        add(f"lock-id-5000-digits-{prefix}", Case("POST", f"{prefix}/resources/{many}/lock", 404))
+        target = f"{prefix}/resources/{many}/unlock?lock-token=x"
+        add(f"unlock-id-5000-digits-{prefix}", Case("POST", target, 404))
+        post = frozenset({"POST"})
+        target = f"{prefix}/resources/{many}/lock"
+        add(f"GET-lock-5000-digits-{prefix}", Case("GET", target, 405, allow=post))
+    numbers = {"5000-digits": many, "1e999": "1e999", "nan": "nan", "inf": "inf", "-inf": "-inf"}
+    for name, value in numbers.items():
+        for key in ("id", "rid"):
+            add(f"lock-{key}-{name}", Case("POST", f"{V1}/resources/lock?{key}={value}", 404))
+        for key in ("ttl", "wait"):
+            add(f"lock-2-{key}-{name}", Case("POST", f"{V1}/resources/2/lock?{key}={value}", 400))
+            target = f"{V1}/resources/lock?tag=ble&{key}={value}"
+            add(f"lock-tag-{key}-{name}", Case("POST", target, 400))
 
     lock = f"{V1}/resources/lock"
     unlock = f"{V1}/resources/3/unlock"
@@ -131,15 +153,15 @@ def _cases() -> list[Any]:
         ("lock-large-name", f"{lock}?name={'n' * LARGE}", 404),
         ("lock-large-tag", f"{lock}?tag={'t' * LARGE}", 404),
         ("unlock-large-token", f"{unlock}?lock-token={'k' * LARGE}", 403),
-        # NUL and control characters.
-        ("lock-name-nul", f"{lock}?name=%00", 404),
+        # NUL (refused at the edge: no database stores it) and control characters.
+        ("lock-name-nul", f"{lock}?name=%00", 422),
         ("lock-name-newline", f"{lock}?name=%0a", 404),
         ("lock-name-escape", f"{lock}?name=coffee%1bmachine", 404),
         ("lock-name-del", f"{lock}?name=%7f", 404),
-        ("lock-tag-nul", f"{lock}?tag=%00", 404),
+        ("lock-tag-nul", f"{lock}?tag=%00", 422),
         ("lock-tag-newline", f"{lock}?tag=%0a", 404),
-        ("lock-tag-nul-inside", f"{lock}?tag=coffee%00&tag=kitchen", 404),
-        ("unlock-token-nul", f"{unlock}?lock-token=%00", 403),
+        ("lock-tag-nul-inside", f"{lock}?tag=coffee%00&tag=kitchen", 422),
+        ("unlock-token-nul", f"{unlock}?lock-token=%00", 422),
         ("unlock-token-newline", f"{unlock}?lock-token=%0a", 403),
         # Invalid percent-encoding and invalid UTF-8.
         ("lock-name-ff", f"{lock}?name=%ff", 404),

@@ -205,12 +205,12 @@ async def _validation_error(request: Request, error: Exception) -> Response:
 
 
 async def _database_unavailable(request: Request, error: Exception) -> Response:
+    # The driver's text (hosts, database and user names) goes to the log, not to clients.
     log.error("database unavailable: %s", error)
-    message = f"Database unavailable: {error}"
     body: dict[str, object] = (
-        {"error": {"code": "unavailable", "message": message}}
+        {"error": {"code": "unavailable", "message": "Database unavailable; retry later"}}
         if request.url.path.startswith("/api/v2/")
-        else {"message": message}
+        else {"message": "Database unavailable"}
     )
     return json_response(503, body, {"Retry-After": "1"})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -11,6 +13,8 @@ from rentabot.api.auth import PUBLIC
 from rentabot.api.responses import json_response
 from rentabot.api.runtime import runtime
 from rentabot.storage.database import DatabaseUnavailableError
+
+log = logging.getLogger("rentabot")
 
 #: Public: load balancers and probes ask without a key.
 router = APIRouter(tags=["operations"], dependencies=[Depends(PUBLIC)])
@@ -30,5 +34,7 @@ async def healthz(request: Request) -> Response:
     try:
         await run_in_threadpool(database.ping)
     except DatabaseUnavailableError as error:
-        return json_response(503, {"status": "unavailable", "database": str(error), **about})
+        # The reason goes to the log: /healthz answers anyone.
+        log.error("database unavailable: %s", error)
+        return json_response(503, {"status": "unavailable", "database": "unavailable", **about})
     return json_response(200, {"status": "ok", "database": "ok", **about})

@@ -8,6 +8,7 @@ in the README and `seed-api.md`; the OpenAPI document describes v2.
 
 from __future__ import annotations
 
+from starlette.convertors import CONVERTOR_TYPES, IntegerConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -29,12 +30,28 @@ from rentabot.service.leases import StillThere
 PREFIXES = ("/rentabot/api/v1.0", "/api/v1.0")
 #: Longest `?wait=` a v1 lock accepts: its one HTTP request stays open that long.
 MAX_V1_WAIT_S = 24 * 3600.0
+#: What an id of more than 19 significant digits (so beyond MAX_ID) converts to.
+BEYOND_MAX_ID = 10**19
+
+
+class IdConvertor(IntegerConvertor):
+    """ASCII digits, like Starlette's `int`, but never failing: int() refuses more than
+    4,300 digits, so a longer id (beyond MAX_ID anyway) becomes BEYOND_MAX_ID unparsed."""
+
+    def convert(self, value: str) -> int:
+        if len(value) <= 19:
+            return int(value)  # every id that can name a resource
+        digits = value.lstrip("0")
+        return int(digits or "0") if len(digits) <= 19 else BEYOND_MAX_ID
 
 
 def _path_id(request: Request) -> int:
-    # The `int` convertor matched ASCII digits only, as the original's `<int:…>` route did.
+    # The id convertor matched ASCII digits only, as the original's `<int:…>` route did.
     resource_id: int = request.path_params["resource_id"]
     if not 0 < resource_id <= MAX_ID:
+        if resource_id > MAX_ID:  # it cannot name a resource: echoed as sent, like `?id=`
+            raw = request.scope["path"].rsplit("/resources/", 1)[1].partition("/")[0]
+            raise NotFoundError(Selector(raw_id=raw))
         raise NotFoundError(Selector(resource_id=resource_id))
     return resource_id
 
@@ -194,14 +211,16 @@ def routes() -> list[BaseRoute]:
     Ids are ASCII digits, like the original's `<int:…>` routes: `GET …/resources/lock` is a
     405 (that path locks), and `…/resources/abc` or `…/resources/%201` are unknown paths.
     """
+    if "rentabot_id" not in CONVERTOR_TYPES:  # Starlette's registry is process-wide
+        register_url_convertor("rentabot_id", IdConvertor())
     table: list[BaseRoute] = []
     for prefix in PREFIXES:
         base = f"{prefix}/resources"
         table += [
-            Route(f"{base}/{{resource_id:int}}/lock", _lock_by_id, methods=["POST"]),
-            Route(f"{base}/{{resource_id:int}}/unlock", _unlock, methods=["POST"]),
+            Route(f"{base}/{{resource_id:rentabot_id}}/lock", _lock_by_id, methods=["POST"]),
+            Route(f"{base}/{{resource_id:rentabot_id}}/unlock", _unlock, methods=["POST"]),
             Route(f"{base}/lock", _lock_by_criteria, methods=["POST"]),
-            Route(f"{base}/{{resource_id:int}}", _get_resource, methods=["GET"]),
+            Route(f"{base}/{{resource_id:rentabot_id}}", _get_resource, methods=["GET"]),
             Route(base, _list_resources, methods=["GET"]),
         ]
     return table

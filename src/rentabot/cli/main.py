@@ -73,13 +73,13 @@ for _command in [*CLIENT_COMMANDS, run, whoami, keys]:
 @contextlib.contextmanager
 def fail_on_database_errors(settings: Settings) -> Iterator[None]:
     """An unreachable or too-new database becomes a message and exit status 1."""
-    from rentabot.storage.database import DatabaseUnavailableError
+    from rentabot.storage.database import DatabaseUnavailableError, masked_url
     from rentabot.storage.migrate import SchemaTooNewError
 
     try:
         yield
     except (DatabaseUnavailableError, SchemaTooNewError) as error:
-        _fail(f"database {settings.database_url}: {error}")
+        _fail(f"database {masked_url(settings.database_url)}: {error}")
 
 
 @main.command()
@@ -113,7 +113,7 @@ def serve(
     from rentabot.app import create_app
     from rentabot.domain.errors import DescriptorError
     from rentabot.service.bootstrap import prepare_database_in_child
-    from rentabot.storage.database import DatabaseUnavailableError
+    from rentabot.storage.database import DatabaseUnavailableError, masked_url
     from rentabot.storage.migrate import SchemaTooNewError
 
     settings = settings_from_options(
@@ -134,12 +134,12 @@ def serve(
     except DescriptorError as error:
         _fail(f"invalid resource descriptor: {error}")
     except (DatabaseUnavailableError, SchemaTooNewError) as error:
-        _fail(f"database {settings.database_url}: {error}")
+        _fail(f"database {masked_url(settings.database_url)}: {error}")
     else:
         url = f"http://{settings.host}:{settings.port}"
         click.echo(
             f"rentabot {__version__} serving {report.sync.total} resources on {url}"
-            f" (database {settings.database_url}, {settings.workers} worker(s))",
+            f" (database {masked_url(settings.database_url)}, {settings.workers} worker(s))",
             err=True,
         )
         if not report.admin_keys:
@@ -183,7 +183,7 @@ def upgrade(database: str | None) -> None:
     """Create or upgrade the database schema to this version's (serve does it too)."""
     from rentabot.service.bootstrap import open_database_for
     from rentabot.storage import migrate
-    from rentabot.storage.database import DatabaseUnavailableError
+    from rentabot.storage.database import DatabaseUnavailableError, masked_url
     from rentabot.storage.migrate import SchemaTooNewError
 
     settings = settings_from_options(database_url=database)
@@ -195,7 +195,7 @@ def upgrade(database: str | None) -> None:
         finally:
             target.dispose()
     except (DatabaseUnavailableError, SchemaTooNewError) as error:
-        _fail(f"database {settings.database_url}: {error}")
+        _fail(f"database {masked_url(settings.database_url)}: {error}")
     else:
         if before == after:
             click.echo(f"database already at schema {after}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -240,6 +241,17 @@ class Database(ABC):
         """Close every connection and the engine."""
         if self._engine is not None:
             self._engine.dispose()
+
+
+def masked_url(url: str) -> str:
+    """`url` as rentabot shows it (output, logs, errors): any password replaced by `***`."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # unparseable: mask everything from `user:` to the last `@`
+        return re.sub(r"(://[^/@:]*:).*@", r"\1***@", url)
+    if "password" in parsed.query:  # libpq also takes it as a query parameter
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)
 
 
 def open_database(
