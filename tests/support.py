@@ -134,10 +134,19 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def key(self, name: str = "admin", role: Role = Role.ADMIN) -> str:
-        """An API key of this server (made on its database the first time it is asked for;
-        the server has migrated the database by then)."""
+        """An API key of this server, made the first time it is asked for as an operator
+        would: `rentabot keys create` on the server's database (its last line is the key)."""
         if name not in self._keys:
-            self._keys[name] = create_key(self.database_url, name, role)
+            command = [str(RENTABOT), "keys", "create", name, "--role", role.label]
+            made = subprocess.run(
+                [*command, "--database", self.database_url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+                env=environment_without_settings(),
+            )
+            self._keys[name] = made.stdout.splitlines()[-1]
         return self._keys[name]
 
     def command(self) -> list[str]:
@@ -299,14 +308,19 @@ def dump(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def create_key(database_url: str, name: str, role: Role = Role.ADMIN) -> str:
-    """Create an API key on a migrated database, as `rentabot keys create` does; its secret."""
+    """Create an API key on a migrated database, as `rentabot keys create` does; its secret.
+
+    In a thread of its own: the caller may be running an event loop (Playwright's)."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from rentabot.service.identity import IdentityService
 
     database = open_database(database_url)
     try:
-        _, secret = asyncio.run(IdentityService(database).create_key(name, role))
+        with ThreadPoolExecutor(1) as thread:
+            made = thread.submit(asyncio.run, IdentityService(database).create_key(name, role))
+            _, secret = made.result()
     finally:
         database.dispose()
     return secret

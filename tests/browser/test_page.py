@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +17,7 @@ from tests.support import EXAMPLES, V1, Server, write_descriptor
 
 pytestmark = pytest.mark.browser
 
-HEADERS = ["#", "Name", "Lock Status", "Description", "Endpoint", "Tags"]
+HEADERS = ["#", "Name", "Lock Status", "Description", "Endpoint", "Tags", "Holder", "Expires"]
 PHONE_WIDTH = 390
 #: How long (ms) the page may take to show a change: the 1 s refresh, plus slack for busy CI.
 LIVE_TIMEOUT_MS = 8_000
@@ -230,3 +231,40 @@ def test_escapes_text_from_the_descriptor(serve: ServerFactory, page: Page, tmp_
     # The listener does see dialogs: an alert the test itself opens is recorded.
     page.evaluate("() => alert('probe')")
     assert dialogs == ["probe"]
+
+
+def test_shows_maintenance_and_who_holds_what_until_when(serve: ServerFactory, page: Page) -> None:
+    """A resource in maintenance reads "In maintenance" (not available, not green); a held
+    one names its holder and when its lease expires; a free one neither."""
+    server = serve(EXAMPLES, env=STILL_PAGE)
+    admin = {"X-API-Key": server.key()}
+    answer = httpx.post(
+        f"{server.url}/api/v2/resources/3/maintenance",
+        json={"on": True, "reason": "fan broken"},
+        headers=admin,
+        timeout=10.0,
+    )
+    assert answer.status_code == 200, answer.text
+    lease = httpx.post(
+        f"{server.url}/api/v2/leases",
+        json={"select": {"ids": [2]}, "ttl": 600, "owner": "ci/job/42"},
+        timeout=10.0,
+    )
+    assert lease.status_code == 201, lease.text
+    page.goto(server.url)
+
+    maintenance = status_cell(page, 3)
+    expect(maintenance).to_have_text("In maintenance")
+    assert "available" not in (maintenance.text_content() or "").lower()
+    colours = page.evaluate(
+        """() => [3, 1].map(id => getComputedStyle(document.querySelector(
+            `#resources tbody tr[data-resource-id="${id}"] td:nth-child(3)`)).color)"""
+    )
+    assert colours[0] != colours[1], "maintenance must not look like available"
+    held = page.locator('#resources tbody tr[data-resource-id="2"] td')
+    expect(held.nth(2)).to_have_text("Resource locked")
+    expect(held.nth(6)).to_have_text("ci/job/42")
+    expect(held.nth(7)).to_have_text(re.compile(r"^in (9|10) min$"))
+    free = page.locator('#resources tbody tr[data-resource-id="1"] td')
+    expect(free.nth(6)).to_have_text("")
+    expect(free.nth(7)).to_have_text("")

@@ -213,7 +213,7 @@ def test_the_recipe_runs_the_job_under_a_lease_and_releases_it(
     assert seen["RENTABOT_RESOURCE"] == f"{BOARDS[name]}-board-1"
     assert _lease(server, seen)["state"] == "released"
     (grant,) = _grants(server, seen["RENTABOT_LEASE_ID"])
-    assert grant["actor"] == expected_owner(name, number)
+    assert grant["detail"]["owner"] == expected_owner(name, number)
     if name == "gitlab":
         assert (tmp_path / "job-arguments").read_text() == "0123abcd\n"
 

@@ -157,6 +157,10 @@ def serve(
         "log_level": settings.log_level,
         "access_log": settings.access_log,
         "timeout_graceful_shutdown": 5,
+        # The client address must be the TCP peer's: it decides whether a single-sign-on
+        # proxy's user header is trusted, and uvicorn would otherwise take X-Forwarded-For
+        # from any local process (its default trusts 127.0.0.1).
+        "proxy_headers": False,
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **config)  # type: ignore[arg-type]
