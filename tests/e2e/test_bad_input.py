@@ -110,8 +110,8 @@ def _cases() -> list[Any]:
         add(f"unlock-id-{name}", Case("POST", f"{V1}/resources/{text}/unlock?lock-token=x", 404))
         if name != "space-1":  # the original may have matched `?id= 1` (SQLite affinity)
             # A NUL in a query value is refused at the edge (no database stores one).
-            status = 422 if name == "nul" else 404
-            add(f"lock-query-id-{name}", Case("POST", f"{V1}/resources/lock?id={text}", status))
+            refused = 422 if name == "nul" else 404
+            add(f"lock-query-id-{name}", Case("POST", f"{V1}/resources/lock?id={text}", refused))
 
     # Beyond the 4,300 digits Python's int() accepts, under both prefixes; and numbers that
     # float() reads as infinite or not a number.
