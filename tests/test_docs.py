@@ -8,10 +8,11 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rentabot.settings import Settings
-from tests.support import EXAMPLES, ROOT, Server
+from tests.support import EXAMPLES, RENTABOT, ROOT, Server
 
 
 def _readme() -> str:
@@ -92,3 +93,32 @@ def test_the_readme_v2_examples_work_as_written(tmp_path: Path) -> None:
         assert answers[0]["lease"]["resources"][0]["name"] == "nrf52-board-1"
         assert answers[1]["lease"]["state"] == "active"
         assert answers[2]["lease"]["state"] == "released"
+
+
+@pytest.mark.e2e
+def test_the_readme_admin_steps_work_as_written_after_make_run(tmp_path: Path) -> None:
+    """The README's first admin key, made in the directory `make run` serves from, lets the
+    next line put a resource in maintenance, and the CI key after it is a real key."""
+    section = _section("Keys, roles, and becoming admin")
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    with Server(tmp_path / "rentabot.db", EXAMPLES) as server:
+        script = block.replace(".venv/bin/rentabot", str(RENTABOT)).replace(
+            "http://localhost:5000", server.url
+        )
+        environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+        done = subprocess.run(
+            ["bash", "-ec", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env=environment,
+        )
+        answer, ci_key = done.stdout.rsplit("}", 1)
+        assert json.loads(answer + "}")["resource"]["state"] == "maintenance"
+        assert ci_key.strip().startswith("rbk_")
+        who = httpx.get(
+            f"{server.url}/api/v2/whoami", headers={"X-API-Key": ci_key.strip()}, timeout=10
+        ).json()
+        assert (who["principal"], who["role"]) == ("jenkins-lab-1", "lock")
