@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from rentabot.app import create_app
 from rentabot.service.bootstrap import prepare_database
 from rentabot.settings import Settings
-from rentabot.storage.database import Database, open_database
+from rentabot.storage.database import Database
+from rentabot.storage.opening import open_database
 from tests.support import EXAMPLES, postgres_schema, write_descriptor
 
 #: Set by `.ci/run`: tests that would skip for lack of Chromium or PostgreSQL fail instead.

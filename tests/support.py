@@ -19,7 +19,8 @@ import yaml
 from sqlalchemy import inspect, text
 
 from rentabot.domain.identity import Principal, Role, anonymous
-from rentabot.storage.database import Database, open_database
+from rentabot.storage.database import Database
+from rentabot.storage.opening import open_database
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "resources.yml"

@@ -12,19 +12,20 @@ from fastapi import FastAPI
 
 from rentabot import __version__
 from rentabot.api import docs, health, v1, v2
-from rentabot.api.access_log import redact_access_log
-from rentabot.api.edge import EdgeGuard
 from rentabot.api.errors import install_error_handlers
-from rentabot.api.runtime import Runtime, Subscribers
+from rentabot.domain.errors import DatabaseUnavailableError
 from rentabot.domain.identity import Role
+from rentabot.interfaces.access_log import redact_access_log
+from rentabot.interfaces.edge import EdgeGuard
+from rentabot.interfaces.runtime import Runtime, Subscribers
 from rentabot.service.admin import AdminService
 from rentabot.service.bootstrap import open_database_for
+from rentabot.service.health import HealthService
 from rentabot.service.identity import USAGE_FLUSH_S, IdentityService
 from rentabot.service.leases import Clock, LeasePolicy, LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
 from rentabot.storage import migrate
-from rentabot.storage.database import DatabaseUnavailableError
 from rentabot.web import routes as web
 
 log = logging.getLogger("rentabot")
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             )
             app.state.runtime = Runtime(
                 settings=settings,
-                database=database,
+                health=HealthService(database),
                 locks=LockService(database, leases),
                 leases=leases,
                 admin=AdminService(database, leases),

@@ -5,11 +5,13 @@ Every field here must appear in the README's settings table (a test checks).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from rentabot.domain.identity import ProxyPolicy, Role, parse_networks
 
@@ -174,3 +176,14 @@ class Settings(BaseSettings):
 def _items(text: str) -> list[str]:
     """The items of a comma-separated setting (spaces around them ignored)."""
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def masked_url(url: str) -> str:
+    """`url` as rentabot shows it (output, logs, errors): any password replaced by `***`."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # unparseable: mask everything from `user:` to the last `@`
+        return re.sub(r"(://[^/@:]*:).*@", r"\1***@", url)
+    if "password" in parsed.query:  # libpq also takes it as a query parameter
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)

@@ -7,8 +7,8 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from rentabot.api.access_log import RedactSecrets, redact_query
 from rentabot.app import create_app
+from rentabot.interfaces.access_log import RedactSecrets, redact_query
 from rentabot.settings import Settings
 
 

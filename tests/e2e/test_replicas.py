@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rentabot.storage.database import open_database
+from rentabot.storage.opening import open_database
 from tests.conftest import skip_or_fail
 from tests.e2e.history import GRACE_S, History, Worker, audit, check_history
 from tests.e2e.test_history import (

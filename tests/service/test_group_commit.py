@@ -10,9 +10,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from rentabot.domain.errors import InvalidRequestError
+from rentabot.domain.errors import DatabaseUnavailableError, InvalidRequestError
 from rentabot.domain.model import ResourceSpec
-from rentabot.storage.database import MAX_BATCH, Database, DatabaseUnavailableError
+from rentabot.storage.database import MAX_BATCH, Database
 from rentabot.storage.store import Store
 from tests.support import execute, rows
 

@@ -14,7 +14,8 @@ from rentabot.service.bootstrap import prepare_database
 from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
-from rentabot.storage.database import Database, open_database
+from rentabot.storage.database import Database
+from rentabot.storage.opening import open_database
 from tests.support import ANONYMOUS, dump
 
 pytestmark = pytest.mark.anyio

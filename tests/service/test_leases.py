@@ -12,7 +12,8 @@ from rentabot.domain.model import Lease, Want
 from rentabot.service.bootstrap import prepare_database
 from rentabot.service.leases import SWEEP_BATCH, LeasePolicy, LeaseService, LeaseTerms, Queued
 from rentabot.settings import Settings
-from rentabot.storage.database import Database, open_database
+from rentabot.storage.database import Database
+from rentabot.storage.opening import open_database
 from tests.support import ANONYMOUS, rows
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from rentabot.storage import migrate
-from rentabot.storage.database import open_database
+from rentabot.storage.opening import open_database
 from rentabot.storage.schema import metadata
 
 

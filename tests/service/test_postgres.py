@@ -8,9 +8,10 @@ import time
 import psycopg
 import pytest
 
+from rentabot.domain.errors import DatabaseUnavailableError
 from rentabot.service.bootstrap import prepare_database
 from rentabot.settings import Settings
-from rentabot.storage.database import DatabaseUnavailableError, open_database
+from rentabot.storage.opening import open_database
 from rentabot.storage.postgres import DOWN_BACKOFF_S, LOCK_CLASS
 from rentabot.storage.store import Store
 from tests.support import EXAMPLES

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from rentabot.api.auth import PUBLIC
+from rentabot.interfaces.auth import PUBLIC
 
 #: Public: the contract is no secret, and clients need it before they have a key.
 router = APIRouter(include_in_schema=False, dependencies=[Depends(PUBLIC)])

@@ -16,10 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
-from rentabot.api.responses import json_response
 from rentabot.domain.errors import (
     AlreadyReleasedError,
     BusyError,
+    DatabaseUnavailableError,
     ForbiddenError,
     InvalidRequestError,
     KeyExistsError,
@@ -33,7 +33,7 @@ from rentabot.domain.errors import (
     UnauthenticatedError,
 )
 from rentabot.domain.model import Resource, Selector
-from rentabot.storage.database import DatabaseUnavailableError
+from rentabot.interfaces.responses import json_response
 
 log = logging.getLogger("rentabot")
 

@@ -13,10 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from rentabot.api.auth import LOCK, READ, guard
 from rentabot.api.errors import V1Criteria, v1_error, v1_resource
-from rentabot.api.responses import json_response
-from rentabot.api.runtime import Runtime, runtime
 from rentabot.domain.errors import (
     InvalidRequestError,
     NotFoundError,
@@ -25,7 +22,9 @@ from rentabot.domain.errors import (
 )
 from rentabot.domain.identity import Principal
 from rentabot.domain.model import MAX_ID, Grant, Selector, v1_criteria_selector
-from rentabot.service.leases import StillThere
+from rentabot.interfaces.auth import LOCK, READ, guard
+from rentabot.interfaces.responses import json_response
+from rentabot.interfaces.runtime import Runtime, runtime, still_there
 
 PREFIXES = ("/rentabot/api/v1.0", "/api/v1.0")
 #: Longest `?wait=` a v1 lock accepts: its one HTTP request stays open that long.
@@ -83,13 +82,6 @@ def _wait(request: Request) -> float:
     if not 0 <= value <= MAX_V1_WAIT_S:
         raise InvalidRequestError(f"wait must be between 0 and {MAX_V1_WAIT_S:.0f} seconds")
     return value
-
-
-def _still_there(request: Request) -> StillThere:
-    async def check() -> bool:
-        return not await request.is_disconnected()
-
-    return check
 
 
 def _locked(grant: Grant) -> Response:
@@ -154,7 +146,7 @@ async def lock_by_id(request: Request, principal: Principal) -> Response:
             principal,
             ttl=_ttl(request),
             wait=_wait(request),
-            still_there=_still_there(request),
+            still_there=still_there(request),
         )
     except RentabotError as error:
         return await _refused(app, error)
@@ -179,7 +171,7 @@ async def lock_by_criteria(request: Request, principal: Principal) -> Response:
             principal,
             ttl=_ttl(request),
             wait=_wait(request),
-            still_there=_still_there(request),
+            still_there=still_there(request),
         )
     except RentabotError as error:
         return await _refused(app, error, criteria)

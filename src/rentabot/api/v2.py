@@ -2,7 +2,7 @@
 
 Tokens travel in the `Authorization: Bearer` header, never in URLs (they would land in
 access logs). A holder may also act on its lease without the token, by its identity (an API
-key in `X-API-Key`, or a session). Every route declares the role it needs (`api/auth.py`).
+key in `X-API-Key`, or a session). Every route declares the role it needs (`interfaces/auth.py`).
 Domain errors raised here become `{"error": {...}}` in `api/errors.py`.
 """
 
@@ -16,15 +16,6 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
-from rentabot.api.auth import (
-    SESSION_COOKIE,
-    Admin,
-    Anyone,
-    Locker,
-    Reader,
-    is_https,
-)
-from rentabot.api.runtime import Runtime, runtime
 from rentabot.api.v2_schemas import (
     ErrorEnvelope,
     EventOut,
@@ -54,7 +45,16 @@ from rentabot.api.v2_schemas import (
 from rentabot.domain.errors import LimitError, NotHolderError
 from rentabot.domain.identity import Role
 from rentabot.domain.model import MAX_ID, Lease
-from rentabot.service.leases import LeaseTerms, Queued, StillThere
+from rentabot.interfaces.auth import (
+    SESSION_COOKIE,
+    Admin,
+    Anyone,
+    Locker,
+    Reader,
+    is_https,
+)
+from rentabot.interfaces.runtime import Runtime, runtime, still_there
+from rentabot.service.leases import LeaseTerms, Queued
 
 
 async def runtime_dependency(request: Request) -> Runtime:
@@ -99,15 +99,6 @@ async def bearer_token(authorization: Annotated[str | None, Header()] = None) ->
 
 
 TokenDep = Annotated[str | None, Depends(bearer_token)]
-
-
-def still_there(request: Request) -> StillThere:
-    """Whether the client of `request` is still connected (checked during long-polls)."""
-
-    async def check() -> bool:
-        return not await request.is_disconnected()
-
-    return check
 
 
 def _answer(outcome: Lease | Queued) -> JSONResponse:
@@ -384,7 +375,7 @@ async def event_stream(
                     yield ": keep-alive\n\n"
                     quiet_since = time.monotonic()
                 # Woken by this process's commits; other processes' are seen within 0.5 s.
-                await app.database.committed(0.5)
+                await app.admin.next_commit(0.5)
         finally:
             subscribers.leave()
 

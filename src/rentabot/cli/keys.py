@@ -30,18 +30,12 @@ def _with_identities(
     """Run `use` on the identity service of the database (migrated first, so a key can be
     made before the first `serve`); errors become a message and exit status 1."""
     from rentabot.cli.main import fail_on_database_errors, settings_from_options
-    from rentabot.service.bootstrap import open_database_for
+    from rentabot.service.bootstrap import current_database
     from rentabot.service.identity import IdentityService
-    from rentabot.storage import migrate
 
     settings = settings_from_options(database_url=database)
-    with fail_on_database_errors(settings):
-        target = open_database_for(settings)
-        try:
-            migrate.upgrade(target)
-            return asyncio.run(use(IdentityService(target)))
-        finally:
-            target.dispose()
+    with fail_on_database_errors(settings), current_database(settings) as target:
+        return asyncio.run(use(IdentityService(target)))
 
 
 def _when(at: float | None) -> str:

@@ -14,6 +14,7 @@ import click
 
 from rentabot import __version__
 from rentabot.cli.client_commands import COMMANDS as CLIENT_COMMANDS
+from rentabot.cli.client_options import fail
 from rentabot.cli.keys import keys, whoami
 from rentabot.cli.run import run
 
@@ -26,12 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("rentabot")
 
 
-def _fail(message: str, status: int = 1) -> None:
-    click.echo(f"rentabot: error: {message}", err=True)
-    sys.exit(status)
-
-
 def settings_from_options(**overrides: object) -> Settings:
+    """The settings of the environment, with the options given on the command line; invalid
+    ones end the command with status 2."""
     from pydantic import ValidationError
 
     from rentabot.settings import Settings
@@ -44,8 +42,7 @@ def settings_from_options(**overrides: object) -> Settings:
             f"RENTABOT_{'_'.join(str(p) for p in item['loc']).upper()}: {item['msg']}"
             for item in error.errors()
         )
-        _fail(f"invalid settings: {problems}", 2)
-        raise  # unreachable: _fail exits
+        fail(f"invalid settings: {problems}", 2)
 
 
 def _configure_logging(level: str) -> None:
@@ -73,13 +70,13 @@ for _command in [*CLIENT_COMMANDS, run, whoami, keys]:
 @contextlib.contextmanager
 def fail_on_database_errors(settings: Settings) -> Iterator[None]:
     """An unreachable or too-new database becomes a message and exit status 1."""
-    from rentabot.storage.database import DatabaseUnavailableError, masked_url
-    from rentabot.storage.migrate import SchemaTooNewError
+    from rentabot.domain.errors import DatabaseUnavailableError, SchemaTooNewError
+    from rentabot.settings import masked_url
 
     try:
         yield
     except (DatabaseUnavailableError, SchemaTooNewError) as error:
-        _fail(f"database {masked_url(settings.database_url)}: {error}")
+        fail(f"database {masked_url(settings.database_url)}: {error}", 1)
 
 
 @main.command()
@@ -113,8 +110,7 @@ def serve(
     from rentabot.app import create_app
     from rentabot.domain.errors import DescriptorError
     from rentabot.service.bootstrap import prepare_database_in_child
-    from rentabot.storage.database import DatabaseUnavailableError, masked_url
-    from rentabot.storage.migrate import SchemaTooNewError
+    from rentabot.settings import masked_url
 
     settings = settings_from_options(
         host=host,
@@ -129,28 +125,26 @@ def serve(
             "RENTABOT_EXPOSE_LOCK_TOKENS is on: every client can read every holder's lock token"
             " and unlock anything"
         )
-    try:
-        report = prepare_database_in_child(settings)
-    except DescriptorError as error:
-        _fail(f"invalid resource descriptor: {error}")
-    except (DatabaseUnavailableError, SchemaTooNewError) as error:
-        _fail(f"database {masked_url(settings.database_url)}: {error}")
-    else:
-        url = f"http://{settings.host}:{settings.port}"
-        click.echo(
-            f"rentabot {__version__} serving {report.sync.total} resources on {url}"
-            f" (database {masked_url(settings.database_url)}, {settings.workers} worker(s))",
-            err=True,
+    with fail_on_database_errors(settings):
+        try:
+            report = prepare_database_in_child(settings)
+        except DescriptorError as error:
+            fail(f"invalid resource descriptor: {error}", 1)
+    url = f"http://{settings.host}:{settings.port}"
+    click.echo(
+        f"rentabot {__version__} serving {report.sync.total} resources on {url}"
+        f" (database {masked_url(settings.database_url)}, {settings.workers} worker(s))",
+        err=True,
+    )
+    if not report.admin_keys:
+        log.warning(
+            "no admin key exists yet: create one, in another terminal, with\n"
+            "    %s\n"
+            "and send it as the X-API-Key header (RENTABOT_API_KEY for the rentabot"
+            " commands). Callers without a key have the %s role.",
+            admin_key_command(settings),
+            settings.anonymous_role,
         )
-        if not report.admin_keys:
-            log.warning(
-                "no admin key exists yet: create one, in another terminal, with\n"
-                "    %s\n"
-                "and send it as the X-API-Key header (RENTABOT_API_KEY for the rentabot"
-                " commands). Callers without a key have the %s role.",
-                admin_key_command(settings),
-                settings.anonymous_role,
-            )
     config = {
         "host": settings.host,
         "port": settings.port,
@@ -185,26 +179,16 @@ def db() -> None:
 @click.option("--database", help="Database URL.  [RENTABOT_DATABASE_URL]")
 def upgrade(database: str | None) -> None:
     """Create or upgrade the database schema to this version's (serve does it too)."""
-    from rentabot.service.bootstrap import open_database_for
-    from rentabot.storage import migrate
-    from rentabot.storage.database import DatabaseUnavailableError, masked_url
-    from rentabot.storage.migrate import SchemaTooNewError
+    from rentabot.service.bootstrap import upgrade_schema
 
     settings = settings_from_options(database_url=database)
     _configure_logging(settings.log_level)
-    try:
-        target = open_database_for(settings)
-        try:
-            before, after = migrate.upgrade(target)
-        finally:
-            target.dispose()
-    except (DatabaseUnavailableError, SchemaTooNewError) as error:
-        _fail(f"database {masked_url(settings.database_url)}: {error}")
+    with fail_on_database_errors(settings):
+        before, after = upgrade_schema(settings)
+    if before == after:
+        click.echo(f"database already at schema {after}")
     else:
-        if before == after:
-            click.echo(f"database already at schema {after}")
-        else:
-            click.echo(f"database upgraded from {before or 'empty'} to schema {after}")
+        click.echo(f"database upgraded from {before or 'empty'} to schema {after}")
 
 
 def admin_key_command(settings: Settings) -> str:

@@ -32,7 +32,7 @@ from rentabot.client.protocol import (
     lease_id_and_token,
     renew_interval,
 )
-from rentabot.client.sync import build_request, headers, reply_of
+from rentabot.client.transport import build_request, headers, reply_of
 
 T = TypeVar("T")
 

@@ -7,7 +7,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from importlib.metadata import version
 from types import FrameType
 from typing import TypeVar, Unpack
 
@@ -22,50 +21,18 @@ from rentabot.client.protocol import (
     LockOptions,
     Outcome,
     Protocol,
-    Reply,
     RetryPolicy,
     Step,
     Steps,
     lease_id_and_token,
     renew_interval,
 )
+from rentabot.client.transport import build_request, headers, reply_of
 
 T = TypeVar("T")
 
 #: Seconds `stop()` waits for a renewal in flight before going on.
 STOP_JOIN_S = 15.0
-
-
-def headers(api_key: str | None) -> dict[str, str]:
-    """The headers every request carries."""
-    sent = {"User-Agent": f"rentabot-client/{version('rentabot')}"}
-    if api_key:
-        sent["X-API-Key"] = api_key
-    return sent
-
-
-def build_request(
-    http: httpx.Client | httpx.AsyncClient, call: Call, timeout: float
-) -> httpx.Request:
-    """The httpx request of a call (shared with the async client)."""
-    return http.build_request(
-        call.method,
-        call.path,
-        json=call.json,
-        params=list(call.params),
-        headers={"Authorization": f"Bearer {call.token}"} if call.token else None,
-        # A long-poll is held by the server on purpose: wait that much longer for it.
-        timeout=httpx.Timeout(timeout, read=timeout + call.hold),
-    )
-
-
-def reply_of(response: httpx.Response) -> Reply:
-    """The reply a flow reads, from an httpx response (its JSON body, if it has one)."""
-    try:
-        body: object = response.json()
-    except ValueError:
-        body = None
-    return Reply(response.status_code, body, response.text)
 
 
 class _KeeperStoppedError(Exception):

@@ -14,6 +14,10 @@ RentabotError
 ├── KeyExistsError             an API key of that name exists already (HTTP 409)
 ├── PayloadTooLargeError       the request body is larger than the server accepts (HTTP 413)
 └── DescriptorError            the resource descriptor is invalid (start-up stops)
+
+Not refusals, and so not RentabotErrors: the database being out of reach
+(DatabaseUnavailableError, HTTP 503) or at a schema this rentabot does not know
+(SchemaTooNewError). The storage raises them; every interface reports them.
 """
 
 from __future__ import annotations
@@ -185,3 +189,11 @@ class DescriptorError(RentabotError):
     def __reduce__(self) -> tuple[type[DescriptorError], tuple[str, int | None, str]]:
         # Start-up validates in a child process; the error must cross back intact.
         return (DescriptorError, (self.source, self.line, self.reason))
+
+
+class DatabaseUnavailableError(Exception):
+    """The database cannot be reached, or stayed locked for too long: retry later."""
+
+
+class SchemaTooNewError(Exception):
+    """The database was migrated by a newer rentabot than this one."""

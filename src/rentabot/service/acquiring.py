@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from rentabot.domain.allocation import positions
 from rentabot.domain.errors import (
     BusyError,
     LimitError,
@@ -27,7 +26,7 @@ from rentabot.service.granting import (
     lease_all,
     lease_one,
 )
-from rentabot.service.queue import NEWCOMER, QUEUE_SCAN, Need, plan, ticket_waiter
+from rentabot.service.queue import NEWCOMER, QUEUE_SCAN, Need, places, plan
 from rentabot.storage.leases import NewLease
 from rentabot.storage.store import Store
 
@@ -171,8 +170,7 @@ class Acquisition:
         )
         ticket_id = store.insert_ticket(ticket)
         queued = replace(ticket, id=ticket_id)
-        places = positions([*(ticket_waiter(t) for t in ahead), ticket_waiter(queued)])
-        return Queued(queued, places[ticket_id])
+        return Queued(queued, places([*ahead, queued])[ticket_id])
 
     def _check_room(self, store: Store) -> None:
         """Refuse to queue past the queue's limits (LimitError, HTTP 429)."""
@@ -228,9 +226,7 @@ def ticket_outcome(store: Store, ticket: Ticket) -> Lease | Queued:
         assert row is not None
         return current(store, row)
     if ticket.state == "waiting":
-        tickets = store.waiting_tickets(QUEUE_SCAN)
-        places = positions(ticket_waiter(t) for t in tickets)
-        return Queued(ticket, places.get(ticket.id))
+        return Queued(ticket, places(store.waiting_tickets(QUEUE_SCAN)).get(ticket.id))
     raise NotGrantedError(ticket.want, ticket.state)
 
 

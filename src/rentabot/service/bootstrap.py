@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rentabot.service.inventory import SyncReport, read_descriptor, sync_inventory
 from rentabot.settings import Settings
 from rentabot.storage import migrate
-from rentabot.storage.database import Database, open_database
+from rentabot.storage.database import Database
+from rentabot.storage.opening import open_database
 
 log = logging.getLogger("rentabot")
 
@@ -34,6 +38,28 @@ def open_database_for(settings: Settings) -> Database:
         pool_size=settings.db_pool_size,
         timeout=settings.db_timeout,
     )
+
+
+def upgrade_schema(settings: Settings) -> tuple[str | None, str | None]:
+    """Create or upgrade the schema of the settings' database (`rentabot db upgrade`):
+    the revisions before and after."""
+    database = open_database_for(settings)
+    try:
+        return migrate.upgrade(database)
+    finally:
+        database.dispose()
+
+
+@contextmanager
+def current_database(settings: Settings) -> Iterator[Database]:
+    """The settings' database with its schema current (migrated first: an operator may make
+    a key before the first `serve`), closed after the block."""
+    database = open_database_for(settings)
+    try:
+        migrate.upgrade(database)
+        yield database
+    finally:
+        database.dispose()
 
 
 def prepare_database(settings: Settings) -> StartupReport:
@@ -71,6 +97,10 @@ def prepare_database(settings: Settings) -> StartupReport:
 
 
 def _prepare_in_child(settings: Settings, log_level: int) -> StartupReport:
+    # This process lives only for start-up, so the cyclic garbage collector can stay off: a
+    # large descriptor becomes millions of small objects that form no cycles, and the
+    # collector would rescan them again and again (100,000 entries: 18 s instead of 3 s).
+    gc.disable()
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(max(logging.WARNING, log_level))
     return prepare_database(settings)

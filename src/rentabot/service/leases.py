@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
 
-from rentabot.domain.allocation import positions
 from rentabot.domain.errors import (
     LeaseEndedError,
     LeaseNotFoundError,
@@ -29,7 +28,7 @@ from rentabot.domain.identity import Principal, holds
 from rentabot.domain.model import Lease, Ticket, Want
 from rentabot.service.acquiring import Acquisition, LeaseTerms, Queued, Resolver, want_resolver
 from rentabot.service.granting import LeasePolicy, current, serve_queue, with_resources
-from rentabot.service.queue import QUEUE_SCAN, Wakeups, ticket_waiter
+from rentabot.service.queue import QUEUE_SCAN, Wakeups, places
 from rentabot.service.waiting import Clock, StillThere, Waiting, own_ticket
 from rentabot.storage.database import Database
 from rentabot.storage.leases import HeldBy
@@ -189,8 +188,8 @@ class LeaseService:
     async def queue(self) -> list[tuple[Ticket, int]]:
         """The waiting tickets with their places, in queue order."""
         tickets = await self._database.read(lambda store: store.waiting_tickets(QUEUE_SCAN))
-        places = positions(ticket_waiter(ticket) for ticket in tickets)
-        return [(ticket, places[ticket.id]) for ticket in tickets]
+        place = places(tickets)
+        return [(ticket, place[ticket.id]) for ticket in tickets]
 
     # ------------------------------------------------------------------ holding
 

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rentabot.domain.allocation import FreeResource, Waiter, allocate, queue_order
+from rentabot.domain.allocation import FreeResource, Waiter, allocate, positions, queue_order
 from rentabot.domain.model import Ticket
 from rentabot.storage.store import Store
 
@@ -50,6 +50,11 @@ def ticket_need(ticket: Ticket) -> Need:
 def ticket_waiter(ticket: Ticket) -> Waiter:
     """A queued ticket as a waiter."""
     return ticket_need(ticket).waiter(ticket.id, ticket.priority, ticket.created_at)
+
+
+def places(tickets: Iterable[Ticket]) -> dict[int, int]:
+    """Each waiting ticket's 1-based place in the queue, by ticket id."""
+    return positions(ticket_waiter(ticket) for ticket in tickets)
 
 
 def free_pool(store: Store, waiters: Sequence[Waiter]) -> list[FreeResource]:

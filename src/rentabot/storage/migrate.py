@@ -12,15 +12,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import OperationalError
 
-from rentabot.storage.database import Database, DatabaseUnavailableError
+from rentabot.domain.errors import DatabaseUnavailableError, SchemaTooNewError
+from rentabot.storage.database import Database
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: First key of the advisory lock that serialises migrations on PostgreSQL ("rbmg").
 MIGRATION_LOCK = 0x72626D67
-
-
-class SchemaTooNewError(Exception):
-    """The database was migrated by a newer rentabot than this one."""
 
 
 def _config(database: Database) -> Config:

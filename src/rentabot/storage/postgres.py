@@ -40,7 +40,8 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from rentabot.storage.database import Database, DatabaseUnavailableError
+from rentabot.domain.errors import DatabaseUnavailableError
+from rentabot.storage.database import Database
 from rentabot.storage.store import Store
 
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """The page at `/`: the original's table of resources, readable on a phone; and signing in.
 
-Each route declares who may call it, like the API's (`api/auth.py`), and calls the same
+Each route declares who may call it, like the API's (`interfaces/auth.py`), and calls the same
 services.
 """
 
@@ -15,9 +15,16 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
 from rentabot import __version__
-from rentabot.api.auth import PUBLIC, SESSION_COOKIE, Anyone, Reader, check_same_origin, is_https
-from rentabot.api.runtime import runtime
 from rentabot.domain.errors import RentabotError
+from rentabot.interfaces.auth import (
+    PUBLIC,
+    SESSION_COOKIE,
+    Anyone,
+    Reader,
+    check_same_origin,
+    is_https,
+)
+from rentabot.interfaces.runtime import runtime
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 router = APIRouter(include_in_schema=False)

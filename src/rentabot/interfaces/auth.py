@@ -22,9 +22,9 @@ from fastapi import Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rentabot.api.runtime import runtime
 from rentabot.domain.errors import CrossOriginError, RentabotError
 from rentabot.domain.identity import Principal, Role, address_in, csrf_token, same_secret
+from rentabot.interfaces.runtime import runtime
 
 #: The cookie that carries a signed-in person's session id.
 SESSION_COOKIE = "rentabot_session"

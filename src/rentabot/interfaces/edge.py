@@ -18,8 +18,8 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rentabot.api.responses import json_response
 from rentabot.domain.errors import InvalidRequestError, PayloadTooLargeError, RentabotError
+from rentabot.interfaces.responses import json_response
 
 
 def _answer(scope: Scope, error: RentabotError, status: int) -> Any:

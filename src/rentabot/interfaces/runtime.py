@@ -8,11 +8,11 @@ from typing import cast
 from starlette.requests import Request
 
 from rentabot.service.admin import AdminService
+from rentabot.service.health import HealthService
 from rentabot.service.identity import IdentityService
-from rentabot.service.leases import LeaseService
+from rentabot.service.leases import LeaseService, StillThere
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
-from rentabot.storage.database import Database
 
 
 class Subscribers:
@@ -39,7 +39,7 @@ class Runtime:
     """The services of one app instance, built in its lifespan."""
 
     settings: Settings
-    database: Database
+    health: HealthService
     locks: LockService
     leases: LeaseService
     admin: AdminService
@@ -50,3 +50,13 @@ class Runtime:
 def runtime(request: Request) -> Runtime:
     """The runtime of the app serving `request`."""
     return cast(Runtime, request.app.state.runtime)
+
+
+def still_there(request: Request) -> StillThere:
+    """Whether the client of `request` is still connected (services check it while a
+    request waits in the queue)."""
+
+    async def check() -> bool:
+        return not await request.is_disconnected()
+
+    return check
