@@ -29,7 +29,7 @@ def _with_identities(
 ) -> T:
     """Run `use` on the identity service of the database (migrated first, so a key can be
     made before the first `serve`); errors become a message and exit status 1."""
-    from rentabot.cli.main import fail_on_database_errors, settings_from_options
+    from rentabot.cli.server_options import fail_on_database_errors, settings_from_options
     from rentabot.service.bootstrap import current_database
     from rentabot.service.identity import IdentityService
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +15,11 @@ from rentabot.cli.client_commands import COMMANDS as CLIENT_COMMANDS
 from rentabot.cli.client_options import fail
 from rentabot.cli.keys import keys, whoami
 from rentabot.cli.run import run
+from rentabot.cli.server_options import (
+    configure_logging,
+    fail_on_database_errors,
+    settings_from_options,
+)
 
 if TYPE_CHECKING:
     from rentabot.settings import Settings
@@ -25,32 +28,6 @@ if TYPE_CHECKING:
 # them: the client commands, run in CI jobs, start in a third of the time without them.
 
 log = logging.getLogger("rentabot")
-
-
-def settings_from_options(**overrides: object) -> Settings:
-    """The settings of the environment, with the options given on the command line; invalid
-    ones end the command with status 2."""
-    from pydantic import ValidationError
-
-    from rentabot.settings import Settings
-
-    given = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        return Settings(**given)  # type: ignore[arg-type]  # values are checked by pydantic
-    except ValidationError as error:
-        problems = "; ".join(
-            f"RENTABOT_{'_'.join(str(p) for p in item['loc']).upper()}: {item['msg']}"
-            for item in error.errors()
-        )
-        fail(f"invalid settings: {problems}", 2)
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Alembic narrates every migration step at INFO; rentabot logs the outcome itself.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,18 +42,6 @@ def main() -> None:
 # The client commands talk to a server over HTTP only (`rentabot.client`); docs/cli.md.
 for _command in [*CLIENT_COMMANDS, run, whoami, keys]:
     main.add_command(_command)
-
-
-@contextlib.contextmanager
-def fail_on_database_errors(settings: Settings) -> Iterator[None]:
-    """An unreachable or too-new database becomes a message and exit status 1."""
-    from rentabot.domain.errors import DatabaseUnavailableError, SchemaTooNewError
-    from rentabot.settings import masked_url
-
-    try:
-        yield
-    except (DatabaseUnavailableError, SchemaTooNewError) as error:
-        fail(f"database {masked_url(settings.database_url)}: {error}", 1)
 
 
 @main.command()
@@ -119,7 +84,7 @@ def serve(
         database_url=database,
         workers=workers,
     )
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     if settings.expose_lock_tokens:
         log.warning(
             "RENTABOT_EXPOSE_LOCK_TOKENS is on: every client can read every holder's lock token"
@@ -182,7 +147,7 @@ def upgrade(database: str | None) -> None:
     from rentabot.service.bootstrap import upgrade_schema
 
     settings = settings_from_options(database_url=database)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     with fail_on_database_errors(settings):
         before, after = upgrade_schema(settings)
     if before == after:
