@@ -64,10 +64,13 @@ def test_restart_keeps_ids_by_name_updates_fields_and_adds_new(
 
 
 def test_an_unchanged_descriptor_changes_nothing(make_settings: MakeSettings) -> None:
-    """A restart with the same file writes no update."""
+    """A restart with the same file writes no update: every row of every table is as it was,
+    and the audit trail has no new event."""
     settings = make_settings({"a": {"tags": ["x"]}, "b": {"properties": {"k": "v"}}})
     prepare_database(settings)
+    before = dump(settings.database_url)
     report = prepare_database(settings)
+    assert dump(settings.database_url) == before
     assert (report.sync.added, report.sync.updated, report.sync.retired) == (0, 0, 0)
 
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
 from rentabot.domain.errors import AlreadyReleasedError, BusyError, NotFoundError, NotHolderError
-from rentabot.domain.model import Resource, Selector
+from rentabot.domain.model import Grant, Resource, Selector
 from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
+from rentabot.settings import Settings
 from rentabot.storage.database import Database
+from rentabot.storage.opening import open_database
 from tests.support import ANONYMOUS, key_principal, rows
 
 pytestmark = pytest.mark.anyio
@@ -120,8 +125,11 @@ async def test_grants_and_releases_are_audited(database: Database) -> None:
     assert ended == [("released",)]
 
 
-async def test_concurrent_locks_of_one_resource_have_one_winner(database: Database) -> None:
-    """Fifty locks of the same resource in one group commit: exactly one is granted."""
+async def test_fifty_locks_of_one_resource_in_one_group_commit_have_one_winner(
+    database: Database,
+) -> None:
+    """Fifty locks of the same resource in one group commit (one transaction, one after
+    another): exactly one is granted, and the losers leave no lease behind."""
     service = LockService(database, LeaseService(database))
     outcomes = await asyncio.gather(
         *(service.lock(Selector(resource_id=1), ANONYMOUS) for _ in range(50)),
@@ -135,8 +143,9 @@ async def test_concurrent_locks_of_one_resource_have_one_winner(database: Databa
     assert leases == [(1,)], "the losers' savepoints must leave no lease behind"
 
 
-async def test_concurrent_double_unlock_frees_once(database: Database) -> None:
-    """Two unlocks with one token and a lock between them: one unlock wins, the new lock holds."""
+async def test_a_double_unlock_in_one_group_commit_frees_once(database: Database) -> None:
+    """Two unlocks with one token and a lock between them, in one group commit: one unlock
+    wins, the new lock holds."""
     service = LockService(database, LeaseService(database))
     grant = await service.lock(Selector(resource_id=1), ANONYMOUS)
     outcomes = await asyncio.gather(
@@ -151,3 +160,88 @@ async def test_concurrent_double_unlock_frees_once(database: Database) -> None:
     assert new is not None
     assert isinstance(outcomes[2], NotHolderError)
     assert _holding(await service.resource(1)) == new.lease_id
+
+
+T = TypeVar("T")
+
+
+def _race(
+    url: str, count: int, attempt: Callable[[LockService, int], Awaitable[T]]
+) -> list[T | BaseException]:
+    """Run `attempt(service, i)` in `count` threads at once, each with its own database
+    object (its own connections, its own event loop), all released together by a barrier:
+    concurrent transactions, as from several server processes."""
+    barrier = threading.Barrier(count)
+    outcomes: list[T | BaseException] = [RuntimeError("did not run")] * count
+
+    def run(index: int) -> None:
+        database = open_database(url)
+        service = LockService(database, LeaseService(database))
+
+        async def go() -> T:
+            await service.resource(1)  # connected before the start
+            barrier.wait(timeout=30)
+            return await attempt(service, index)
+
+        try:
+            outcomes[index] = asyncio.run(go())
+        except BaseException as error:  # the outcome under test, for the caller to judge
+            outcomes[index] = error
+        finally:
+            database.dispose()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a racing thread hung"
+    return outcomes
+
+
+def test_concurrent_locks_from_separate_connections_have_one_winner(
+    database: Database, example_settings: Settings
+) -> None:
+    """Twelve threads, each with its own connections, lock one resource at the same instant:
+    exactly one is granted, every other is busy, and one lease exists."""
+    outcomes = _race(
+        example_settings.database_url,
+        12,
+        lambda service, _: service.lock(Selector(resource_id=1), ANONYMOUS),
+    )
+    winners = [o for o in outcomes if isinstance(o, Grant)]
+    assert len(winners) == 1, outcomes
+    assert all(isinstance(o, BusyError) for o in outcomes if not isinstance(o, Grant))
+    assert rows(database, "SELECT COUNT(*) FROM leases") == [(1,)]
+    assert rows(database, "SELECT lease_id FROM resources WHERE id = 1") == [(winners[0].lease_id,)]
+
+
+def test_concurrent_unlocks_and_a_lock_from_separate_connections_free_once(
+    database: Database, example_settings: Settings
+) -> None:
+    """Two unlocks with one token and a lock, from three connections at once, ten rounds:
+    one unlock frees it, the other is refused, and a lock that got in is never freed by the
+    late unlock."""
+    service = LockService(database, LeaseService(database))
+    for _ in range(10):
+        held = asyncio.run(service.lock(Selector(resource_id=1), ANONYMOUS))
+
+        async def attempt(racer: LockService, index: int, token: str = held.token) -> Grant | None:
+            if index == 1:
+                return await racer.lock(Selector(resource_id=1), ANONYMOUS)
+            await racer.unlock(1, token, ANONYMOUS)
+            return None
+
+        outcomes = _race(example_settings.database_url, 3, attempt)
+        unlocks = [outcomes[0], outcomes[2]]
+        assert sum(1 for o in unlocks if o is None) == 1, outcomes
+        assert all(
+            isinstance(o, NotHolderError | AlreadyReleasedError) for o in unlocks if o is not None
+        )
+        holder = rows(database, "SELECT lease_id FROM resources WHERE id = 1")[0][0]
+        if isinstance(outcomes[1], Grant):
+            assert holder == outcomes[1].lease_id, "the late unlock freed the new holder"
+            asyncio.run(service.unlock(1, outcomes[1].token, ANONYMOUS))
+        else:
+            assert isinstance(outcomes[1], BusyError), outcomes
+            assert holder is None
