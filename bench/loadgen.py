@@ -26,6 +26,7 @@ import math
 import multiprocessing as mp
 import multiprocessing.synchronize as mps
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -36,7 +37,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
@@ -70,6 +71,22 @@ BROKEN_CMD = (
 CMD_ALIASES = {"reference": REFERENCE_CMD, "rentabot": RENTABOT_CMD, "broken": BROKEN_CMD}
 
 MAX_SAMPLES = 5  # error bodies and overlapping pairs kept for the report
+
+#: API keys (--api-key-role, --api-key): the key's name and the header every request carries.
+KEY_NAME = "bench"
+KEY_ROLES = ("read", "lock", "admin")
+WHOAMI = "/api/v2/whoami"
+
+
+def key_header(secret: str) -> bytes:
+    """The extra header line that sends an API key (see Connection.request)."""
+    return b"X-API-Key: %s\r\n" % secret.encode("ascii")
+
+
+def decoy_key() -> str:
+    """A random string shaped like a rentabot key ("rbk_" and 43 URL-safe characters): what
+    the reference server is sent in the same header, so that it parses the same bytes."""
+    return "rbk_" + secrets.token_urlsafe(32)
 
 
 # =========================================================================== HTTP client
@@ -192,14 +209,16 @@ class Connection:
 NETWORK_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, HttpError)
 
 
-def http_get_status(host: str, port: int, target: str, timeout: float = 2.0) -> int | None:
+def http_get_status(
+    host: str, port: int, target: str, timeout: float = 2.0, headers: bytes = b""
+) -> int | None:
     """Status of one GET on a fresh connection, or None when the server does not answer."""
 
     async def once() -> int:
         conn = Connection(host, port)
         try:
             async with asyncio.timeout(timeout):
-                return (await conn.request("GET", target)).status
+                return (await conn.request("GET", target, b"", headers)).status
         finally:
             conn.close()
 
@@ -209,14 +228,16 @@ def http_get_status(host: str, port: int, target: str, timeout: float = 2.0) -> 
         return None
 
 
-def http_get_json(host: str, port: int, target: str, timeout: float = 30.0) -> Any:
+def http_get_json(
+    host: str, port: int, target: str, timeout: float = 30.0, headers: bytes = b""
+) -> Any:
     """Decoded JSON body of one GET that must answer 200."""
 
     async def once() -> Response:
         conn = Connection(host, port)
         try:
             async with asyncio.timeout(timeout):
-                return await conn.request("GET", target)
+                return await conn.request("GET", target, b"", headers)
         finally:
             conn.close()
 
@@ -258,6 +279,9 @@ class RunConfig:
     #: Several servers of one deployment (replicas sharing a database): client i connects to
     #: ports[i % len(ports)]. Empty (the default): every client connects to `port`.
     ports: tuple[int, ...] = ()
+    #: Extra header lines sent with every request, encoded, each ending in CRLF (an API key:
+    #: `key_header`). Never printed or saved: it may hold a secret.
+    headers: bytes = field(default=b"", repr=False)
 
     def client_port(self, index: int) -> int:
         """The port client `index` connects to."""
@@ -345,6 +369,7 @@ async def run_client(
     loop = asyncio.get_running_loop()
     lock_target = plan.lock_target
     unlock_fmt = cfg.prefix + "/resources/{}/unlock?lock-token={}"
+    headers = cfg.headers  # b"" unless a key is sent: the same request either way
     latencies = stats.latencies
     holds = stats.holds
     cycles = 0
@@ -355,7 +380,7 @@ async def run_client(
         async with asyncio.timeout_at(loop.time() + (deadline + cfg.grace_s - time.monotonic())):
             while cycles < cfg.max_cycles and time.monotonic() < deadline:
                 try:
-                    resp = await conn.request("POST", lock_target)
+                    resp = await conn.request("POST", lock_target, b"", headers)
                 except NETWORK_ERRORS as exc:
                     stats.error(f"lock {lock_target}: {type(exc).__name__}: {exc}")
                     await asyncio.sleep(0.01)  # don't spin on a dead server
@@ -383,7 +408,7 @@ async def run_client(
                 await asyncio.sleep(cfg.hold_s)
                 unlock_target = unlock_fmt.format(rid, quote(token, safe=""))
                 try:
-                    uresp = await conn.request("POST", unlock_target)
+                    uresp = await conn.request("POST", unlock_target, b"", headers)
                 except NETWORK_ERRORS as exc:
                     # The request may have left: the hold ended no later than now.
                     holds.append(Hold(rid, resp.received, time.monotonic(), plan.index))
@@ -760,8 +785,8 @@ class Server:
             except OSError as exc:
                 raise SystemExit(f"loadgen: cannot start {self.argv[0]}: {exc}") from None
 
-    def wait_ready(self, target: str, timeout: float) -> float:
-        """Poll GET target until it answers 200; seconds since start."""
+    def wait_ready(self, target: str, timeout: float, headers: bytes = b"") -> float:
+        """Poll GET target (with `headers`) until it answers 200; seconds since start."""
         limit = time.monotonic() + timeout
         while time.monotonic() < limit:
             if self.proc is not None and self.proc.poll() is not None:
@@ -769,7 +794,7 @@ class Server:
                     f"loadgen: {self.spec.name} exited with {self.proc.returncode}"
                     f" before answering\n{self.log_tail()}"
                 )
-            if http_get_status(HOST, self.port, target) == 200:
+            if http_get_status(HOST, self.port, target, headers=headers) == 200:
                 return time.monotonic() - self.started
             time.sleep(0.01)
         raise SystemExit(
@@ -826,6 +851,94 @@ def running_server(
         yield server, ready_s
     finally:
         server.stop()
+
+
+def create_key(server: Server, role: str, name: str = KEY_NAME) -> str:
+    """Create an API key on the database of a rentabot server (before it starts) and return
+    it: `rentabot keys create NAME --role ROLE --database URL`, with the program and the
+    `--database` of the server's own command line (so `{venv}`, `{tmpdir}` and wrappers such
+    as `env VAR=… rentabot serve` carry over). `keys create` migrates the database first."""
+    argv = server.argv
+    if "serve" not in argv:
+        raise SystemExit(f"loadgen: an API key needs a `rentabot serve` command, not {argv}")
+    serve = argv.index("serve")
+    database = None
+    for i in range(serve + 1, len(argv)):
+        if argv[i] == "--database" and i + 1 < len(argv):
+            database = argv[i + 1]
+        elif argv[i].startswith("--database="):
+            database = argv[i].partition("=")[2]
+    if database is None:
+        raise SystemExit(f"loadgen: an API key needs `--database URL` in the command {argv}")
+    command = [*argv[:serve], "keys", "create", name, "--role", role, "--database", database]
+    try:
+        done = subprocess.run(
+            command,
+            env=server.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SystemExit(f"loadgen: {shlex.join(command)}: {exc}") from None
+    words = done.stdout.split()
+    if done.returncode != 0 or not words:
+        raise SystemExit(
+            f"loadgen: {shlex.join(command)} exited with {done.returncode}:\n{done.stderr[-2000:]}"
+        )
+    return words[-1]  # the key is alone on the last line
+
+
+async def _auth_probes(
+    port: int, prefix: str, headers: bytes, wrong: bytes
+) -> tuple[Response, Response, Response, Response]:
+    conn = Connection(HOST, port)
+    lock = f"{prefix}/resources/1/lock"
+    try:
+        async with asyncio.timeout(30):
+            mine = await conn.request("GET", WHOAMI, b"", headers)
+            nobody = await conn.request("GET", WHOAMI)
+            bare = await conn.request("POST", lock)
+            forged = await conn.request("POST", lock, b"", wrong)
+    finally:
+        conn.close()
+    return mine, nobody, bare, forged
+
+
+def check_key_auth(
+    port: int, prefix: str, headers: bytes, name: str, role: str
+) -> tuple[str, list[str]]:
+    """After a keyed run (the server started with RENTABOT_ANONYMOUS_ROLE=none): whoami with
+    the key names it, whoami without one is nobody, and a lock without a key or with a wrong
+    one is refused with 401. Returns a one-line report and the problems found."""
+    try:
+        mine, nobody, bare, forged = asyncio.run(
+            _auth_probes(port, prefix, headers, key_header(decoy_key()))
+        )
+    except (*NETWORK_ERRORS, TimeoutError) as exc:
+        return "auth check failed", [f"auth check: {type(exc).__name__}: {exc}"]
+    problems = []
+    try:
+        me = json.loads(mine.body) if mine.status == 200 else {}
+        anon = json.loads(nobody.body) if nobody.status == 200 else {}
+    except ValueError:
+        me, anon = {}, {}
+    if (me.get("principal"), me.get("role"), me.get("via")) != (name, role, "key"):
+        problems.append(f"whoami with the key -> {mine.status}: {mine.body[:200]!r}")
+    if (anon.get("principal"), anon.get("role")) != (None, "none"):
+        problems.append(f"whoami without a key -> {nobody.status}: {nobody.body[:200]!r}")
+    for what, resp in (("without a key", bare), ("with a wrong key", forged)):
+        if resp.status != 401:
+            problems.append(f"lock {what} -> {resp.status} (want 401): {resp.body[:200]!r}")
+    report = (
+        f"auth check: whoami with the key: {me.get('principal')!r} role {me.get('role')}"
+        f" via {me.get('via')}; without: role {anon.get('role')}; lock without a key"
+        f" -> {bare.status}, with a wrong key -> {forged.status}"
+        f"  {'ok' if not problems else 'FAILED'}"
+    )
+    return report, problems
 
 
 def process_tree(root: int) -> list[int]:
@@ -896,9 +1009,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     url = urlsplit(args.url)
     if url.hostname is None or url.port is None:
         raise SystemExit("loadgen: --url needs a host and a port, e.g. http://127.0.0.1:8001")
+    headers = b""
+    if args.api_key_env:
+        secret = os.environ.get(args.api_key_env, "").strip()
+        if not secret:
+            raise SystemExit(f"loadgen: --api-key-env: ${args.api_key_env} is empty or unset")
+        headers = key_header(secret)
+        print(whoami_line(url.hostname, url.port, headers), flush=True)
     results = []
     for workload in args.workloads:
-        cfg = make_config(args, workload, url.hostname, url.port)
+        cfg = replace(make_config(args, workload, url.hostname, url.port), headers=headers)
         preflight(cfg)
         result = run_load(cfg, server=args.name)
         print(result.line())
@@ -915,9 +1035,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def whoami_line(host: str, port: int, headers: bytes) -> str:
+    """Who the server takes the key of `headers` for; refuses to go on unless it is a key.
+    Warns when a caller without a key may lock (a key missing from a request would then go
+    unnoticed)."""
+    me = http_get_json(host, port, WHOAMI, headers=headers)
+    anon = http_get_json(host, port, WHOAMI)
+    if me.get("via") != "key":
+        raise SystemExit(f"loadgen: the server does not take the key for a key: {me}")
+    if anon.get("role") in ("lock", "admin"):
+        print(
+            f"loadgen: warning: callers without a key have the role {anon.get('role')} here,"
+            " so a request that lost its key would still succeed"
+            " (RENTABOT_ANONYMOUS_ROLE=none makes it fail)",
+            file=sys.stderr,
+        )
+    return (
+        f"api key: whoami says {me.get('principal')!r}, role {me.get('role')}, via key;"
+        f" callers without a key: role {anon.get('role')}"
+    )
+
+
 def preflight(cfg: RunConfig) -> None:
     """Refuse to run a workload the server's resources cannot carry."""
-    listing = http_get_json(cfg.host, cfg.port, cfg.prefix + "/resources")["resources"]
+    listing = http_get_json(cfg.host, cfg.port, cfg.prefix + "/resources", headers=cfg.headers)[
+        "resources"
+    ]
     if cfg.workload == "tag":
         if not any(cfg.tag in (r.get("tags") or "").split() for r in listing):
             raise SystemExit(f"loadgen: no resource carries the tag {cfg.tag!r} (see --tag)")
@@ -949,15 +1092,71 @@ def make_config(args: argparse.Namespace, workload: str, host: str, port: int) -
     )
 
 
+@dataclass(frozen=True)
+class Side:
+    """One server of a comparison, and what its clients send it."""
+
+    spec: ServerSpec
+    #: Create a key of this role on the server's database before it starts, send it with
+    #: every request, start the server with RENTABOT_ANONYMOUS_ROLE=none (a request without
+    #: the key fails), and check after the run that the key is what let the requests in.
+    key_role: str | None = None
+    #: Extra header lines sent with every request to a side without a key of its own.
+    headers: bytes = field(default=b"", repr=False)
+
+
+def run_side(
+    side: Side,
+    args: argparse.Namespace,
+    workload: str,
+    descriptor: Path,
+    reference_dir: Path,
+    workdir: Path,
+) -> tuple[RunResult, list[str]]:
+    """Start one side's server in a fresh directory, run the workload, stop the server.
+    Returns the result (a failed auth check counts as errors) and notes to print."""
+    env = {"RENTABOT_ANONYMOUS_ROLE": "none"} if side.key_role is not None else None
+    server = Server(side.spec, descriptor, reference_dir, workdir, env)
+    notes: list[str] = []
+    try:
+        headers = side.headers
+        if side.key_role is not None:
+            headers = key_header(create_key(server, side.key_role))
+        server.start()
+        server.wait_ready(args.prefix + "/resources", args.ready_timeout, headers)
+        cfg = replace(make_config(args, workload, HOST, server.port), headers=headers)
+        result = run_load(cfg, server=side.spec.name)
+        if side.key_role is not None:
+            report, problems = check_key_auth(
+                server.port, args.prefix, headers, KEY_NAME, side.key_role
+            )
+            notes.append(report)
+            result.errors += len(problems)
+            result.error_samples.extend(problems)
+    finally:
+        server.stop()
+    return result, notes
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    """`compare`: reference then target, per workload, for R rounds; ratios and medians."""
+    """`compare`: reference then target, per workload, for R rounds; ratios and medians.
+
+    With --api-key-role, a third server: the target again, with a key on every request."""
     reference_dir = resolve_reference_dir(args.reference_dir)
     target_cmd = "broken" if args.inject_double_grant else args.target_cmd
     target_name = "broken" if args.inject_double_grant else args.target_name
-    sides = [ServerSpec("reference", args.reference_cmd), ServerSpec(target_name, target_cmd)]
     if target_name == "reference":
         raise SystemExit("loadgen: --target-name must differ from 'reference'")
-    ready_target = args.prefix + "/resources"
+    if args.api_key_role and args.inject_double_grant:
+        raise SystemExit("loadgen: --api-key-role needs a rentabot target, not the broken server")
+    keyed = f"{target_name}+key" if args.api_key_role else None
+    reference = ServerSpec("reference", args.reference_cmd)
+    sides = [Side(reference), Side(ServerSpec(target_name, target_cmd))]
+    if keyed is not None:
+        # The reference is sent the same header (a key of the same shape, which it ignores),
+        # so that it parses the same bytes as the keyed target; the plain target gets none.
+        sides[0] = Side(reference, headers=key_header(decoy_key()))
+        sides.append(Side(ServerSpec(keyed, target_cmd), key_role=args.api_key_role))
     needed = max(args.clients, args.contended_resources)
     if args.resources < needed:
         raise SystemExit(f"loadgen: --resources must be at least {needed}")
@@ -968,29 +1167,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
         descriptor = workdir / f"resources-{args.resources}.yml"
         generate_descriptor(descriptor, args.resources)
         for rnd in range(1, args.rounds + 1):
+            # Three servers: reversed every other round, so that over two rounds each has the
+            # same mean position and a drift of the machine favours none.
+            order = sides if keyed is None or rnd % 2 else sides[::-1]
             for workload in args.workloads:
-                pair: dict[str, RunResult] = {}
-                for spec in sides:
-                    with running_server(
-                        spec, descriptor, reference_dir, workdir, ready_target, args.ready_timeout
-                    ) as (server, _):
-                        cfg = make_config(args, workload, HOST, server.port)
-                        result = run_load(cfg, server=spec.name)
-                    pair[spec.name] = result
+                row: dict[str, RunResult] = {}
+                for side in order:
+                    result, notes = run_side(
+                        side, args, workload, descriptor, reference_dir, workdir
+                    )
+                    row[side.spec.name] = result
                     ok = ok and result.ok
                     print(f"round {rnd}  {result.line()}", flush=True)
+                    for note in notes:
+                        print(f"    {note}", flush=True)
                     print_problems(result)
-                runs[workload].append(pair)
-                ref, tgt = pair["reference"], pair[target_name]
+                runs[workload].append(row)
+                ref, tgt = row["reference"], row[target_name]
                 print(
                     f"round {rnd}  {workload:<15} {target_name}/reference cycles/s ="
                     f" {ratio(tgt.cycles_per_s, ref.cycles_per_s):.3f}",
                     flush=True,
                 )
-    summary = summarize(runs, target_name)
+                if keyed is not None:
+                    key = row[keyed]
+                    print(
+                        f"round {rnd}  {workload:<15} {keyed}/reference cycles/s ="
+                        f" {ratio(key.cycles_per_s, ref.cycles_per_s):.3f}"
+                        f"  {keyed}/{target_name} = {ratio(key.cycles_per_s, tgt.cycles_per_s):.3f}"
+                        f" ({extra_us_per_request(key.cycles_per_s, tgt.cycles_per_s):+.1f} us"
+                        " per request)",
+                        flush=True,
+                    )
+    summary = summarize(runs, target_name, keyed)
     print()
-    print_summary(summary, target_name)
-    payload = {
+    print_summary(summary, target_name, keyed)
+    payload: dict[str, Any] = {
         "mode": "compare",
         "env": environment(),
         "target": {"name": target_name, "cmd": CMD_ALIASES.get(target_cmd, target_cmd)},
@@ -999,6 +1211,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "summary": summary,
         "rounds": {w: [{k: asdict(v) for k, v in p.items()} for p in ps] for w, ps in runs.items()},
     }
+    if keyed is not None:
+        payload["keyed"] = {
+            "name": keyed,
+            "key_name": KEY_NAME,
+            "role": args.api_key_role,
+            "env": {"RENTABOT_ANONYMOUS_ROLE": "none"},
+            "reference_header": "X-API-Key with a random key of the same shape (ignored)",
+        }
     path = save_results("compare", payload, Path(args.results_dir))
     print(f"results: {path}")
     if args.json:
@@ -1008,8 +1228,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def summarize(runs: dict[str, list[dict[str, RunResult]]], target: str) -> dict[str, Any]:
-    """Medians over the rounds, per workload."""
+#: What the issue asks of the keyed target: uncontended, at least this of the reference.
+KEYED_TARGET = 0.50
+
+
+def extra_us_per_request(keyed: float, plain: float) -> float:
+    """What a key adds per request, in microseconds, from two cycles/s figures: the
+    difference of the times per cycle over its 2 requests. Meaningful when the server is the
+    bottleneck (16 clients: it is); NaN when either figure is 0."""
+    if not keyed or not plain:
+        return math.nan
+    return (1 / keyed - 1 / plain) / 2 * 1e6
+
+
+def summarize(
+    runs: dict[str, list[dict[str, RunResult]]], target: str, keyed: str | None = None
+) -> dict[str, Any]:
+    """Medians over the rounds, per workload (with `keyed`, of the keyed target's too)."""
     out: dict[str, Any] = {}
     for workload, pairs in runs.items():
         if not pairs:
@@ -1017,7 +1252,7 @@ def summarize(runs: dict[str, list[dict[str, RunResult]]], target: str) -> dict[
         ratios = [ratio(p[target].cycles_per_s, p["reference"].cycles_per_s) for p in pairs]
         entry: dict[str, Any] = {"ratio_cycles_per_s_median": round(statistics.median(ratios), 4)}
         entry["ratios"] = [round(r, 4) for r in ratios]
-        for side in ("reference", target):
+        for side in ("reference", target, *((keyed,) if keyed else ())):
             rs = [p[side] for p in pairs]
             entry[side] = {
                 "cycles_per_s_median": round(statistics.median(r.cycles_per_s for r in rs), 1),
@@ -1027,12 +1262,29 @@ def summarize(runs: dict[str, list[dict[str, RunResult]]], target: str) -> dict[
                 "errors": sum(r.errors for r in rs),
                 "overlaps": sum(r.overlaps for r in rs),
             }
+        if keyed:
+            to_ref = [ratio(p[keyed].cycles_per_s, p["reference"].cycles_per_s) for p in pairs]
+            to_plain = [ratio(p[keyed].cycles_per_s, p[target].cycles_per_s) for p in pairs]
+            extra = [
+                extra_us_per_request(p[keyed].cycles_per_s, p[target].cycles_per_s) for p in pairs
+            ]
+            entry["keyed"] = {
+                "name": keyed,
+                "ratio_cycles_per_s_median": round(statistics.median(to_ref), 4),
+                "ratios": [round(r, 4) for r in to_ref],
+                "over_plain_median": round(statistics.median(to_plain), 4),
+                "over_plain": [round(r, 4) for r in to_plain],
+                "extra_us_per_request_median": round(statistics.median(extra), 1),
+            }
         out[workload] = entry
     return out
 
 
-def print_summary(summary: dict[str, Any], target: str) -> None:
+def print_summary(summary: dict[str, Any], target: str, keyed: str | None = None) -> None:
     """The medians table of a comparison."""
+    if keyed is not None:
+        print_keyed_summary(summary, target, keyed)
+        return
     print(
         f"{'workload':<15} {'ratio':>6}  {'reference c/s':>13} {'p50':>6} {'p99':>6}"
         f"  {target + ' c/s':>13} {'p50':>6} {'p99':>6}  overlaps errors"
@@ -1048,6 +1300,41 @@ def print_summary(summary: dict[str, Any], target: str) -> None:
             f"  {ref['overlaps'] + tgt['overlaps']:8d} {ref['errors'] + tgt['errors']:6d}"
         )
     print("(ratio: median over rounds of target/reference cycles/s; p50/p99: lock latency, ms)")
+
+
+def print_keyed_summary(summary: dict[str, Any], target: str, keyed: str) -> None:
+    """The medians table of a three-server comparison: one line per server and workload,
+    then what the key costs."""
+    width = max(len(keyed), len("reference"))
+    print(
+        f"{'workload':<15} {'server':<{width}} {'c/s':>9} {'p50':>6} {'p99':>6}"
+        f"  {'x reference':>11}  overlaps errors"
+    )
+    for workload, e in summary.items():
+        k = e["keyed"]
+        ratios = {"reference": 1.0, target: e["ratio_cycles_per_s_median"]}
+        ratios[keyed] = k["ratio_cycles_per_s_median"]
+        for side in ("reference", target, keyed):
+            r = e[side]
+            print(
+                f"{workload:<15} {side:<{width}} {r['cycles_per_s_median']:9.1f}"
+                f" {r['lock_p50_ms_median']:6.2f} {r['lock_p99_ms_median']:6.2f}"
+                f"  {ratios[side]:11.3f}  {r['overlaps']:8d} {r['errors']:6d}"
+            )
+        verdict = ""
+        if workload == "uncontended-id":
+            met = k["ratio_cycles_per_s_median"] >= KEYED_TARGET
+            verdict = (
+                f"; {keyed}/reference target >= {KEYED_TARGET:.2f}: {'met' if met else 'NOT met'}"
+            )
+        print(
+            f"{workload:<15} {keyed}/{target} = {k['over_plain_median']:.3f}"
+            f" ({k['extra_us_per_request_median']:+.1f} us per request){verdict}"
+        )
+    print(
+        "(x reference: median over rounds of the per-round ratio of cycles/s; p50/p99: lock"
+        " latency, ms; us per request: the key's cost from the two rentabot figures)"
+    )
 
 
 @dataclass
@@ -1349,6 +1636,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8001")
     p.add_argument("--workloads", type=workload_list, default="uncontended-id", help="or all")
     p.add_argument("--name", default="server", help="label in the report")
+    p.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        default=None,
+        help="send the API key in this environment variable (e.g. RENTABOT_API_KEY) as"
+        " X-API-Key on every request; checked with GET /api/v2/whoami first",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -1361,6 +1655,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for a 200")
     p.add_argument("--rounds", type=int, default=3, help="alternations per workload")
     p.add_argument("--resources", type=int, default=50, help="resources in the descriptor")
+    p.add_argument(
+        "--api-key-role",
+        choices=("lock", "admin"),
+        default=None,
+        help="also run a third server: the target again, started with"
+        " RENTABOT_ANONYMOUS_ROLE=none on a database with a key of this role (made by"
+        " `rentabot keys create`), sent as X-API-Key on every request; the reference gets"
+        " a header of the same shape; reports both target ratios and the key's cost",
+    )
     p.add_argument(
         "--inject-double-grant",
         action="store_true",
