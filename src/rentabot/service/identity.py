@@ -58,29 +58,38 @@ class SignedIn:
     csrf_token: str
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Remembered:
-    """What a cache holds for one secret: the key it names (None: none, or revoked)."""
+    """What a cache holds for one secret: the principal it proves and its key's id (both
+    None: no such key or session, or revoked), until when to trust it."""
 
-    key: ApiKey | None
+    principal: Principal | None
+    key_id: int | None
     until: float
 
 
 @dataclass(slots=True)
 class _Cache:
-    entries: dict[str, _Remembered] = field(default_factory=dict)
+    """Secrets seen lately, by hash. Unknown ones are kept apart, so a flood of made-up
+    keys (each one database read) can never push the real ones out."""
+
+    known: dict[str, _Remembered] = field(default_factory=dict)
+    unknown: dict[str, _Remembered] = field(default_factory=dict)
 
     def get(self, digest: str, now: float) -> _Remembered | None:
-        entry = self.entries.get(digest)
+        entry = self.known.get(digest) or self.unknown.get(digest)
         return entry if entry is not None and entry.until > now else None
 
-    def put(self, digest: str, key: ApiKey | None, until: float) -> None:
-        if len(self.entries) >= CACHE_ENTRIES:
-            self.entries.clear()
-        self.entries[digest] = _Remembered(key, until)
+    def put(self, digest: str, entry: _Remembered) -> None:
+        shelf = self.known if entry.principal is not None else self.unknown
+        if len(shelf) >= CACHE_ENTRIES:
+            shelf.clear()
+        shelf[digest] = entry
+        (self.unknown if shelf is self.known else self.known).pop(digest, None)
 
-    def drop(self, digest: str) -> None:
-        self.entries.pop(digest, None)
+    def clear(self) -> None:
+        self.known.clear()
+        self.unknown.clear()
 
 
 class IdentityService:
@@ -139,8 +148,8 @@ class IdentityService:
 
         await self._database.write(revoke)
         # This process at once; the others when their cache entry runs out.
-        self._keys.entries.clear()
-        self._sessions.entries.clear()
+        self._keys.clear()
+        self._sessions.clear()
 
     async def has_admin_key(self) -> bool:
         """Whether any admin key is not revoked."""
@@ -149,24 +158,27 @@ class IdentityService:
     async def authenticate_key(self, secret: str) -> Principal:
         """The principal of a request carrying this key. Raises UnauthenticatedError for a
         key that is unknown or revoked (never taken for an anonymous caller)."""
-        key = await self._valid_key(secret)
-        if key is None:
+        remembered = await self._key(secret)
+        if remembered.principal is None or remembered.key_id is None:
             raise UnauthenticatedError("That API key is not valid: it is unknown or revoked")
-        self._used[key.id] = self._clock()
-        return key.principal
+        self._used[remembered.key_id] = self._clock()
+        return remembered.principal
 
-    async def _valid_key(self, secret: str) -> ApiKey | None:
-        if not 0 < len(secret) <= MAX_SECRET_LENGTH:
-            return None
-        digest = secret_hash(secret)
+    async def _key(self, secret: str) -> _Remembered:
+        """What the key proves, from the cache or the database."""
         now = self._monotonic()
+        if not 0 < len(secret) <= MAX_SECRET_LENGTH:
+            return _Remembered(None, None, now)
+        digest = secret_hash(secret)
         remembered = self._keys.get(digest, now)
         if remembered is None:
             stored = await self._database.read(lambda store: store.key_by_hash(digest))
-            key = stored if stored is not None and stored.revoked_at is None else None
-            self._keys.put(digest, key, now + CACHE_S)
-            return key
-        return remembered.key
+            if stored is not None and stored.revoked_at is None:
+                remembered = _Remembered(stored.principal, stored.id, now + CACHE_S)
+            else:
+                remembered = _Remembered(None, None, now + CACHE_S)
+            self._keys.put(digest, remembered)
+        return remembered
 
     async def record_usage(self) -> None:
         """Write when keys were last used (since the last call)."""
@@ -180,8 +192,9 @@ class IdentityService:
     async def sign_in(self, secret: str) -> SignedIn:
         """Open a session for the holder of this key (a person's own key). Raises
         UnauthenticatedError for a key that is unknown or revoked."""
-        key = await self._valid_key(secret)
-        if key is None:
+        key = await self._key(secret)
+        key_id, principal = key.key_id, key.principal
+        if key_id is None or principal is None:
             raise UnauthenticatedError("That key is not valid: it is unknown or revoked")
         session = secrets.token_urlsafe(32)
         now = self._clock()
@@ -189,11 +202,11 @@ class IdentityService:
 
         def insert(store: Store) -> None:
             store.delete_sessions_ended_before(now)
-            store.insert_session(secret_hash(session), key.id, now, expires_at)
+            store.insert_session(secret_hash(session), key_id, now, expires_at)
 
         await self._database.write(insert)
-        principal = Principal(key.name, key.role, "session")
-        return SignedIn(session, principal, expires_at, csrf_token(session))
+        signed_in = Principal(principal.name, principal.role, "session")
+        return SignedIn(session, signed_in, expires_at, csrf_token(session))
 
     async def session(self, secret: str) -> Principal | None:
         """Who a browser with this session cookie is; None when the session is unknown,
@@ -207,19 +220,21 @@ class IdentityService:
             found = await self._database.read(
                 lambda store: store.session_key(digest, self._clock())
             )
-            key, expires_at = found if found is not None else (None, 0.0)
-            # Never trusted past the session's own expiry.
-            until = min(now + CACHE_S, now + max(0.0, expires_at - self._clock()))
-            self._sessions.put(digest, key, until)
-            remembered = _Remembered(key, until)
-        if remembered.key is None:
-            return None
-        self._used[remembered.key.id] = self._clock()
-        return Principal(remembered.key.name, remembered.key.role, "session")
+            if found is None:
+                remembered = _Remembered(None, None, now + CACHE_S)
+            else:
+                key, expires_at = found
+                # Never trusted past the session's own expiry.
+                until = now + min(CACHE_S, max(0.0, expires_at - self._clock()))
+                remembered = _Remembered(Principal(key.name, key.role, "session"), key.id, until)
+            self._sessions.put(digest, remembered)
+        if remembered.key_id is not None:
+            self._used[remembered.key_id] = self._clock()
+        return remembered.principal
 
     async def sign_out(self, secret: str) -> None:
         """End the session (every process refuses it within CACHE_S)."""
         digest = secret_hash(secret)
         now = self._clock()
         await self._database.write(lambda store: store.end_session(digest, now))
-        self._sessions.drop(digest)
+        self._sessions.put(digest, _Remembered(None, None, self._monotonic() + CACHE_S))
