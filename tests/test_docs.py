@@ -28,11 +28,18 @@ def test_every_setting_is_in_the_readme_table() -> None:
 
 
 def test_readme_gives_the_two_set_up_commands_and_ci_runs_make_test() -> None:
-    """`make run` and `make test` are in the README; `.ci/run` calls `make test`."""
-    readme = _readme()
-    assert "make run" in readme
-    assert "make test" in readme
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    """The README's set-up block is `make run` then `make test`; the Makefile's `run` serves
+    the examples and its `test` runs pytest; `.ci/run` runs `make test` (not in a comment)."""
+    block = _section("Set-up").split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    assert [command for command in commands if command] == ["make run", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "rentabot serve --descriptor examples/resources.yml" in run
+    test = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "-m pytest" in test
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "make test" in [line for line in ci if not line.startswith("#")]
 
 
 def _section(title: str) -> str:

@@ -116,8 +116,6 @@ def test_refreshes_itself_and_never_shows_the_lock_token(serve: ServerFactory, p
     answer = httpx.post(f"{server.url}{V1}/resources/2/lock", timeout=10.0)
     assert answer.status_code == 200, answer.text
     token = answer.json()["lock-token"]
-    assert isinstance(token, str)
-    assert len(token) >= 16
 
     expect(status_cell(page, 2)).to_have_text("Resource locked", timeout=LIVE_TIMEOUT_MS)
     assert loaded, "the page changed without loading a new document"
@@ -126,6 +124,9 @@ def test_refreshes_itself_and_never_shows_the_lock_token(serve: ServerFactory, p
     served = httpx.get(f"{server.url}/", timeout=10.0)
     assert "Resource locked" in served.text
     assert token not in served.text
+    # It was the real secret the page kept to itself: it unlocks.
+    unlock = httpx.post(f"{server.url}{V1}/resources/2/unlock", params={"lock-token": token})
+    assert unlock.status_code == 200, unlock.text
 
 
 def test_loads_nothing_from_the_internet(serve: ServerFactory, page: Page) -> None:
@@ -175,8 +176,6 @@ def test_readable_on_a_phone(server: Server, phone_page: Page, page: Page, tmp_p
     expect(page.locator("#resources thead th").first).to_be_visible()
     page.screenshot(path=tmp_path / "desktop.png", full_page=True)
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-    assert (tmp_path / "phone.png").stat().st_size > 0
-    assert (tmp_path / "desktop.png").stat().st_size > 0
 
 
 def test_long_values_wrap_on_a_phone(

@@ -3,7 +3,9 @@ line, exit codes (no server needed)."""
 
 from __future__ import annotations
 
+import getpass
 import io
+import socket
 
 import pytest
 from click.testing import CliRunner
@@ -99,7 +101,7 @@ def test_the_owner_is_the_ci_jobs_url(environment: dict[str, str], owner: str) -
 
 def test_without_a_ci_the_owner_is_user_at_host() -> None:
     """Outside CI: user@host."""
-    assert "@" in default_owner({})
+    assert default_owner({}) == f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def test_the_progress_line_is_rewritten_on_a_terminal_and_appended_in_a_log() -> None:

@@ -270,7 +270,9 @@ def test_sigterm_inside_the_lease_context_releases_before_exiting(
         assert job.wait(10) == 143
     with Client(server.url) as client:
         assert states(client, "sigterm") == ["available"]
-        assert lease_id > 0
+    # That very lease was released (not left to expire): its public view says so.
+    lease = httpx.get(f"{server.url}/api/v2/leases/{lease_id}", timeout=10).json()["lease"]
+    assert lease["state"] == "released"
 
 
 @pytest.mark.anyio

@@ -82,17 +82,33 @@ def test_a_503_that_outlasts_the_budget_is_unavailable_not_unreachable() -> None
         drive(flow, iter([Reply(503, body, "")]))
 
 
-def test_a_retried_release_that_finds_the_lease_ended_succeeds() -> None:
-    """The first release's answer was lost; the retry gets 403 lease_ended: the client
-    reads the lease (released) instead of failing. Not retried, 403 is an error."""
-    ended = {"error": {"code": "lease_ended", "message": "Lease 5 has ended (released)"}}
-    released = {"lease": {**LEASE, "state": "released", "resources": []}}
+@pytest.mark.parametrize(
+    ("state", "released"),
+    [("released", True), ("expired", False), ("force_released", False)],
+)
+def test_a_retried_release_that_finds_the_lease_ended_says_how_it_ended(
+    state: str, released: bool
+) -> None:
+    """The first release's answer was lost; the retry gets 403 lease_ended, and the client
+    reads the lease: `released` means the first attempt did it (success); `expired` or
+    `force_released` mean no attempt did (LeaseEndedError naming how it ended)."""
+    ended = {"error": {"code": "lease_ended", "message": f"Lease 5 has ended ({state})"}}
+    now = {"lease": {**LEASE, "state": state, "resources": []}}
     flow = Protocol("http://x", RetryPolicy(budget=5)).release(5, "t")
-    lease, seen = drive(
-        flow, iter([TimeoutError(), Reply(403, ended, ""), Reply(200, released, "")])
-    )
-    assert lease.state == "released"
-    assert [s.method for s in seen if isinstance(s, Call)] == ["DELETE", "DELETE", "GET"]
+    replies: list[Outcome] = [TimeoutError(), Reply(403, ended, ""), Reply(200, now, "")]
+    answers = iter(replies)
+    if released:
+        lease, seen = drive(flow, answers)
+        assert lease.state == "released"
+        assert [s.method for s in seen if isinstance(s, Call)] == ["DELETE", "DELETE", "GET"]
+    else:
+        with pytest.raises(LeaseEndedError, match=state):
+            drive(flow, answers)
+
+
+def test_a_first_release_that_finds_the_lease_ended_is_an_error() -> None:
+    """Not retried, a 403 lease_ended is LeaseEndedError at once (nothing was lost)."""
+    ended = {"error": {"code": "lease_ended", "message": "Lease 5 has ended (released)"}}
     with pytest.raises(LeaseEndedError):
         drive(Protocol("http://x", RetryPolicy()).release(5, "t"), iter([Reply(403, ended, "")]))
 

@@ -344,8 +344,53 @@ def test_random_paths_and_query_strings_never_answer_5xx(
         assert_json_error(answer, what)
 
 
+#: JSON text no database stores, as a client's JSON escapes write it: a lone surrogate (not
+#: UTF-8 at all; SQLite's driver raises on it) and NUL (PostgreSQL refuses it).
+UNSTORABLE = {"lone-surrogate": "\\ud800", "nul": "\\u0000", "surrogate-inside": "ab\\udfffcd"}
+#: v2 requests with a place for such text: (name, method, target, JSON with `{text}`).
+TEXT_FIELDS = [
+    ("owner", "POST", "/api/v2/leases", '{"select": {"ids": [3]}, "owner": "{text}"}'),
+    ("description", "POST", "/api/v2/leases", '{"select": {"ids": [3]}, "description": "{text}"}'),
+    ("request_id", "POST", "/api/v2/leases", '{"select": {"ids": [3]}, "request_id": "{text}"}'),
+    ("names", "POST", "/api/v2/leases", '{"select": {"names": ["{text}"]}}'),
+    ("tags", "POST", "/api/v2/leases", '{"select": {"tags": ["{text}"]}}'),
+    ("key", "POST", "/api/v2/session", '{"key": "{text}"}'),
+]
+
+
+def _unstorable_requests() -> list[Any]:
+    return [
+        pytest.param(method, target, body.replace("{text}", text), id=f"{field}-{kind}")
+        for field, method, target, body in TEXT_FIELDS
+        for kind, text in UNSTORABLE.items()
+    ]
+
+
+@pytest.mark.parametrize(("method", "target", "body"), _unstorable_requests())
+def test_text_no_database_stores_in_a_v2_body_answers_422(
+    server: Server, method: str, target: str, body: str
+) -> None:
+    """A lone surrogate or a NUL in a JSON string field is refused with 422 naming the field,
+    before it reaches the database driver (which would fail its whole write group)."""
+    answer = send(
+        server.port, method, target.encode(), body.encode(), Content_Type="application/json"
+    )
+    what = f"{method} {target} {body}: {answer.status} {answer.body[:300]!r}"
+    assert answer.status == 422, what
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_request", what
+    assert any(name in error["message"] for name, *_ in TEXT_FIELDS if f'"{name}"' in body), what
+
+
 def test_the_server_survived_every_malformed_request(server: Server) -> None:
-    """After all of the above the server is healthy and never logged a traceback."""
+    """After every malformed request of this module (sent again here, so the check holds
+    when this test runs alone), the server is healthy and never logged a traceback."""
+    for param in _cases():
+        (case,) = param.values
+        send(server.port, case.method, case.target.encode())
+    for param in _unstorable_requests():
+        method, target, body = param.values
+        send(server.port, method, target.encode(), body.encode(), Content_Type="application/json")
     health = send(server.port, "GET", b"/healthz")
     assert health.status == 200
     assert health.json()["status"] == "ok"

@@ -789,17 +789,22 @@ def _entries(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     flow_style=st.sampled_from([None, False]),
     allow_unicode=st.booleans(),
 )
+@pytest.mark.parametrize("parser", ["libyaml", "pure-python"])
 def test_generated_descriptors_round_trip(
+    parser: str,
+    pure_python: ModuleType,
     entries: dict[str, tuple[dict[str, Any], dict[str, Any]]],
     flow_style: bool | None,
     allow_unicode: bool,
 ) -> None:
-    """Any valid descriptor yaml.safe_dump writes parses back to its entries, lines ascending."""
+    """Any valid descriptor yaml.safe_dump writes parses back to its entries, lines ascending,
+    on libyaml and on the pure-Python fallback alike."""
     document = {name: body for name, (body, _) in entries.items()}
     text = yaml.safe_dump(
         document, sort_keys=False, default_flow_style=flow_style, allow_unicode=allow_unicode
     )
-    specs = parse_descriptor(text, SOURCE)
+    parse: Parse = parse_descriptor if parser == "libyaml" else pure_python.parse_descriptor
+    specs = parse(text, SOURCE)
     assert [spec.name for spec in specs] == list(entries)
     for spec, (_, expected) in zip(specs, entries.values(), strict=True):
         assert spec.description == expected.get("description")

@@ -363,13 +363,22 @@ class Protocol:
         return parse(Lease, (yield from self.call(call, 200, budget=budget)).get("lease"))
 
     def release(self, lease_id: int, token: str) -> Flow[Lease]:
-        """Release the lease. A retried release answered `lease_ended` means an earlier
-        attempt released it and its answer was lost: that is success, not an error."""
+        """Release the lease. A retried release answered `lease_ended` may mean that an
+        earlier attempt released it and its answer was lost: if the lease now says
+        `released`, that is success. If it says `expired` or `force_released`, no attempt of
+        ours released it: LeaseEndedError, as for a first attempt that finds it ended."""
         reply, attempts = yield from self.exchange(self._release_call(lease_id, token))
         if reply.status == 403 and attempts > 1:
             ended = error_from_answer(reply.status, reply.body, reply.text)
             if ended.code == "lease_ended":
-                return (yield from self.get(lease_id, token))
+                lease = yield from self.get(lease_id, token)
+                if lease.state == "released":
+                    return lease
+                raise LeaseEndedError(
+                    f"Lease {lease_id} has ended ({lease.state}) before it was released",
+                    status=403,
+                    code="lease_ended",
+                )
         return parse(Lease, expect(reply, 200).get("lease"))
 
     def keep(
