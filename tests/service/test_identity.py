@@ -15,6 +15,7 @@ from rentabot.domain.errors import (
     UnauthenticatedError,
 )
 from rentabot.domain.identity import Principal, Role, csrf_token
+from rentabot.service import identity as identity_module
 from rentabot.service.identity import CACHE_S, MAX_SECRET_LENGTH, IdentityService
 from rentabot.storage.database import Database, open_database
 from tests.support import rows
@@ -189,17 +190,23 @@ async def test_a_key_revoked_elsewhere_is_refused_once_the_cache_time_has_passed
     assert (await here.authenticate_key(replacement)).name == "ci"
 
 
-async def test_an_unknown_key_created_elsewhere_is_accepted_once_the_cache_time_has_passed(
-    database: Database, other: Database
+async def test_a_refused_key_created_elsewhere_is_accepted_once_the_cache_time_has_passed(
+    database: Database, other: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A refusal is remembered for CACHE_S too: then the new key is read and accepted."""
+    """A refusal is remembered for CACHE_S too: a key created by another process with the
+    secret this process just refused is accepted once this process's clock passes CACHE_S."""
+    secret = "rbk_" + "B" * 43
+    monkeypatch.setattr(identity_module, "new_key_secret", lambda: secret)
     monotonic = Clock()
     here = IdentityService(database, monotonic=monotonic)
     with pytest.raises(UnauthenticatedError):
-        await here.authenticate_key("rbk_" + "B" * 43)
-    assert await here.keys() == []
-    _, secret = await IdentityService(other).create_key("new", Role.READ)
-    monotonic.now += CACHE_S
+        await here.authenticate_key(secret)
+    _, created = await IdentityService(other).create_key("new", Role.READ)
+    assert created == secret
+    monotonic.now += CACHE_S * 0.9
+    with pytest.raises(UnauthenticatedError):
+        await here.authenticate_key(secret)
+    monotonic.now += CACHE_S * 0.1
     assert await here.authenticate_key(secret) == Principal("new", Role.READ, "key")
 
 
