@@ -436,6 +436,32 @@ async def test_a_replay_of_the_same_selection_gets_the_same_lease(
     assert (ended.id, ended.state, ended.resources) == (first.id, "released", ())
 
 
+async def test_concurrent_retries_with_one_request_id_get_one_lease(
+    database: Database, leases: LeaseService
+) -> None:
+    """Three retries of one request at once (a client that timed out and resent) answer one
+    lease; another key's same request id at the same time is a lease of its own."""
+    want, terms = Want(tags=("ble",)), LeaseTerms(request_id="job-4")
+    outcomes = await asyncio.gather(
+        leases.acquire(want, terms, ALICE),
+        leases.acquire(want, terms, ALICE),
+        leases.acquire(want, terms, BOB),
+        leases.acquire(want, terms, ALICE),
+    )
+    granted = [outcome for outcome in outcomes if isinstance(outcome, Lease)]
+    assert len(granted) == 4
+    alices = {(lease.id, lease.token) for lease in granted if lease.principal == "alice"}
+    assert len(alices) == 1
+    assert granted[2].principal == "bob"
+    assert granted[2].id not in {lease_id for lease_id, _ in alices}
+    assert rows(
+        database, "SELECT principal, COUNT(*) FROM leases GROUP BY principal ORDER BY 1"
+    ) == [
+        ("alice", 1),
+        ("bob", 1),
+    ]
+
+
 async def test_a_request_id_reused_for_another_selection_is_a_conflict(
     database: Database, leases: LeaseService
 ) -> None:
