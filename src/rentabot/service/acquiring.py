@@ -182,10 +182,11 @@ class Acquisition:
                 " RENTABOT_MAX_WAITING); retry later",
             )
         if store.waiting_count(self.principal.subject) >= policy.max_waiting_per_principal:
-            who = self.principal.name or "anonymous callers"
+            name = self.principal.name
+            who = f"{name} already has" if name is not None else "anonymous callers already have"
             raise LimitError(
                 "too_many_waiting",
-                f"{who} already has {policy.max_waiting_per_principal} requests waiting"
+                f"{who} {policy.max_waiting_per_principal} requests waiting"
                 " (RENTABOT_MAX_WAITING_PER_PRINCIPAL); cancel some or retry later",
             )
 
