@@ -17,7 +17,8 @@ from rentabot.domain.errors import (
 from rentabot.domain.identity import Principal, Role, csrf_token
 from rentabot.service import identity as identity_module
 from rentabot.service.identity import CACHE_S, MAX_SECRET_LENGTH, IdentityService
-from rentabot.storage.database import Database, open_database
+from rentabot.storage.database import Database
+from rentabot.storage.opening import open_database
 from tests.support import rows
 
 pytestmark = pytest.mark.anyio

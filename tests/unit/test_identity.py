@@ -65,7 +65,9 @@ def test_role_parse_round_trips_every_label() -> None:
     assert [Role.parse(role.label) for role in ROLES] == ROLES
 
 
-@pytest.mark.parametrize("text", ["", " ", "root", "admins", "lock,admin", "3", "label", "_value_"])
+@pytest.mark.parametrize(
+    "text", ["", " ", "root", "admins", "lock,admin", "3", "label", "_value_", "adm\u0131n"]
+)
 def test_role_parse_refuses_unknown_names(text: str) -> None:
     """Anything but a role's label is InvalidRequestError, naming the choices."""
     with pytest.raises(InvalidRequestError, match=r"unknown role.*read, lock or admin"):
@@ -416,3 +418,11 @@ def test_csrf_token_is_per_session_and_not_the_session_s_hash() -> None:
     assert csrf_token("session-one") == first
     assert len(first) == 64
     assert first not in (secret_hash("session-one"), "session-one")
+
+
+def test_an_ipv4_peer_seen_through_a_dual_stack_socket_is_still_that_peer() -> None:
+    """`::ffff:10.0.0.5` is 10.0.0.5: a trusted IPv4 proxy stays trusted on a dual-stack
+    socket, and an untrusted one stays untrusted."""
+    networks = parse_networks(["10.0.0.0/8"])
+    assert address_in("::ffff:10.0.0.5", networks)
+    assert not address_in("::ffff:192.168.0.5", networks)

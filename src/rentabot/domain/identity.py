@@ -48,12 +48,13 @@ class Role(enum.IntEnum):
     @classmethod
     def parse(cls, text: str) -> Role:
         """The role named `text` (`none`, `read`, `lock`, `admin`); InvalidRequestError else."""
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            raise InvalidRequestError(
-                f"unknown role {text!r}: choose read, lock or admin"
-            ) from None
+        by_label = {role.label: role for role in cls}
+        # Lower-casing never turns a non-ASCII letter into an ASCII one (upper-casing turns
+        # a dotless ı into I: 'admın' would be admin).
+        found = by_label.get(text.strip().lower())
+        if found is None:
+            raise InvalidRequestError(f"unknown role {text!r}: choose read, lock or admin")
+        return found
 
 
 #: How a caller proved who it is. `session` and `proxy` are credentials a browser sends by
@@ -165,6 +166,9 @@ def address_in(address: str | None, networks: Iterable[Network]) -> bool:
         peer = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d.
+        peer = peer.ipv4_mapped
     return any(peer in network for network in networks)
 
 

@@ -86,15 +86,18 @@ def is_https(request: Request) -> bool:
     return forwarded.lower() == "https" and proxy.enabled and address_in(peer, proxy.proxies)
 
 
-def check_same_origin(request: Request) -> None:
+def check_same_origin(request: Request, principal: Principal | None = None) -> None:
     """Refuse (CrossOriginError) a write authorised by an ambient credential unless it
     comes from this server's own pages: the session's CSRF token, or an `Origin` whose
     host and port are this server's. Browsers send `Origin` with every POST, PUT and
     DELETE; two ports of one host are different origins (though the same *site*, which is
     why SameSite cookies alone do not stop them)."""
+    # The token counts only for the session that authorised the request: a page on a
+    # sibling port can plant a cookie of its own choosing, whose token it can compute.
     session = request.cookies.get(SESSION_COOKIE)
     sent_token = request.headers.get("x-csrf-token")
-    if session and sent_token and same_secret(sent_token, csrf_token(session)):
+    signed_in = principal is not None and principal.via == "session"
+    if signed_in and session and sent_token and same_secret(sent_token, csrf_token(session)):
         return
     origin = request.headers.get("origin")
     if origin and origin != "null":
@@ -124,7 +127,7 @@ class Needs:
         principal = await identify(request)
         principal.require(self.role)
         if principal.ambient and request.method not in SAFE_METHODS:
-            check_same_origin(request)
+            check_same_origin(request, principal)
         return principal
 
 
