@@ -1,4 +1,4 @@
-"""`rentabot ls`, `lock`, `unlock`, `renew`, `queue`: the v2 API from a shell."""
+"""`rentabot ls`, `lock`, `unlock`, `renew`, `queue`, `whoami`: the v2 API from a shell."""
 
 from __future__ import annotations
 
@@ -246,5 +246,20 @@ def _wanted(count: int, tags: Sequence[str], ids: Sequence[int] | None) -> str:
     return f"{count} x {what}"
 
 
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@client_options
+def whoami(as_json: bool, url: str, api_key: str | None, retry_for: float) -> None:
+    """Print who the server takes you for: your key's name and role."""
+    with reporting_errors(), connect(url, api_key, retry_for) as client:
+        identity = client.whoami()
+    if as_json:
+        click.echo(identity.model_dump_json(indent=2))
+    elif identity.principal is None:
+        click.echo(f"anonymous (role {identity.role}): set RENTABOT_API_KEY to use a key")
+    else:
+        click.echo(f"{identity.principal} (role {identity.role}, by {identity.via})")
+
+
 #: Registered on the `rentabot` group by `cli/main.py`.
-COMMANDS = [ls, lock, unlock, renew, queue]
+COMMANDS = [ls, lock, unlock, renew, queue, whoami]

@@ -1,5 +1,4 @@
-"""`rentabot keys`: API keys, managed on the database directly (like `serve`), and
-`rentabot whoami`, which asks a server who it takes you for."""
+"""`rentabot keys`: API keys, managed on the server's database directly (like `serve`)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,6 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-
-from rentabot.cli.client_options import client_options, connect, reporting_errors
 
 if TYPE_CHECKING:
     from rentabot.service.identity import IdentityService
@@ -28,14 +25,19 @@ def _with_identities(
     database: str | None, use: Callable[[IdentityService], Coroutine[Any, Any, T]]
 ) -> T:
     """Run `use` on the identity service of the database (migrated first, so a key can be
-    made before the first `serve`); errors become a message and exit status 1."""
+    made before the first `serve`); errors (a refusal, the database) become a message and
+    exit status 1."""
     from rentabot.cli.server_options import fail_on_database_errors, settings_from_options
+    from rentabot.domain.errors import RentabotError
     from rentabot.service.bootstrap import current_database
     from rentabot.service.identity import IdentityService
 
     settings = settings_from_options(database_url=database)
     with fail_on_database_errors(settings), current_database(settings) as target:
-        return asyncio.run(use(IdentityService(target)))
+        try:
+            return asyncio.run(use(IdentityService(target)))
+        except RentabotError as error:
+            raise click.ClickException(error.message) from None
 
 
 def _when(at: float | None) -> str:
@@ -71,17 +73,13 @@ def create_key(name: str, role: str, database: str | None) -> None:
     \b
         KEY=$(rentabot keys create jenkins-lab-1 --role lock)
     """
-    from rentabot.domain.errors import RentabotError
     from rentabot.domain.identity import Role
 
     async def create(identity: IdentityService) -> str:
         _, secret = await identity.create_key(name, Role.parse(role))
         return secret
 
-    try:
-        secret = _with_identities(database, create)
-    except RentabotError as error:
-        raise click.ClickException(error.message) from None
+    secret = _with_identities(database, create)
     click.echo(f"rentabot: created key {name!r} with role {role}; it is shown only now:", err=True)
     click.echo(secret)
 
@@ -126,25 +124,5 @@ def list_keys(revoked: bool, as_json: bool, database: str | None) -> None:
 def revoke_key(name: str, database: str | None) -> None:
     """Revoke the key named NAME: every server refuses it within 2 s, and the sessions
     opened with it end."""
-    from rentabot.domain.errors import RentabotError
-
-    try:
-        _with_identities(database, lambda identity: identity.revoke_key(name))
-    except RentabotError as error:
-        raise click.ClickException(error.message) from None
+    _with_identities(database, lambda identity: identity.revoke_key(name))
     click.echo(f"key {name!r} revoked")
-
-
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@client_options
-def whoami(as_json: bool, url: str, api_key: str | None, retry_for: float) -> None:
-    """Print who the server takes you for: your key's name and role."""
-    with reporting_errors(), connect(url, api_key, retry_for) as client:
-        identity = client.whoami()
-    if as_json:
-        click.echo(identity.model_dump_json(indent=2))
-    elif identity.principal is None:
-        click.echo(f"anonymous (role {identity.role}): set RENTABOT_API_KEY to use a key")
-    else:
-        click.echo(f"{identity.principal} (role {identity.role}, by {identity.via})")

@@ -13,7 +13,7 @@ import click
 from rentabot import __version__
 from rentabot.cli.client_commands import COMMANDS as CLIENT_COMMANDS
 from rentabot.cli.client_options import fail
-from rentabot.cli.keys import keys, whoami
+from rentabot.cli.keys import keys
 from rentabot.cli.run import run
 from rentabot.cli.server_options import (
     configure_logging,
@@ -40,7 +40,7 @@ def main() -> None:
 
 
 # The client commands talk to a server over HTTP only (`rentabot.client`); docs/cli.md.
-for _command in [*CLIENT_COMMANDS, run, whoami, keys]:
+for _command in [*CLIENT_COMMANDS, run, keys]:
     main.add_command(_command)
 
 

@@ -49,8 +49,8 @@ class Role(enum.IntEnum):
     def parse(cls, text: str) -> Role:
         """The role named `text` (`none`, `read`, `lock`, `admin`); InvalidRequestError else."""
         by_label = {role.label: role for role in cls}
-        # Lower-casing never turns a non-ASCII letter into an ASCII one (upper-casing turns
-        # a dotless ı into I: 'admın' would be admin).
+        # Lower-casing never turns a non-ASCII letter into an ASCII one; upper-casing does
+        # (a dotless i, U+0131, becomes I: "adm\u0131n" would read as admin).
         found = by_label.get(text.strip().lower())
         if found is None:
             raise InvalidRequestError(f"unknown role {text!r}: choose read, lock or admin")
