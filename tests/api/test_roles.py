@@ -131,15 +131,14 @@ def app_routes(tmp_path_factory: pytest.TempPathFactory) -> list[Declared]:
 
 
 def test_every_route_declares_a_role(app_routes: list[Declared]) -> None:
-    """No route of the app is reachable without declaring, through `Needs`, who may call it."""
+    """No route is reachable without declaring, through `Needs`, who may call it."""
     undeclared = [f"{r.method} {r.path} ({r.kind})" for r in app_routes if r.role is None]
     assert app_routes, "the walk found no route at all"
     assert not undeclared, "routes without a Needs(role):\n" + "\n".join(undeclared)
 
 
 def test_the_table_names_every_route_and_its_role(app_routes: list[Declared]) -> None:
-    """Each route needs exactly the role this module's table says, and the table has every
-    route (a new one fails here until someone decides who may call it)."""
+    """Every route needs exactly the role ROUTE_ROLES gives it, and ROUTE_ROLES names them all."""
     served = {(r.method, r.path): r.role for r in app_routes}
     assert len(served) == len(app_routes), "a (method, path) is served twice"
     unlisted = sorted(set(served) - set(ROUTE_ROLES))
@@ -247,7 +246,7 @@ PAGES = frozenset({"/", "/signin", "/signout", "/docs", "/openapi.json"})
 
 
 def test_the_matrix_calls_every_route_of_the_table() -> None:
-    """The matrix has a request for every route the table lists, and for nothing else."""
+    """The matrix has one request for every route of the table, and nothing else."""
     assert set(CALLS) == set(ROUTE_ROLES)
 
 
@@ -335,8 +334,7 @@ MATRIX_CASES = [
 
 @pytest.mark.parametrize(("caller", "method", "path"), MATRIX_CASES)
 def test_role_matrix(matrix: Matrix, caller: str, method: str, path: str) -> None:
-    """Each caller is refused (401 unauthenticated, 403 forbidden) exactly where its role,
-    or its invalid key, does not reach the route's role, and is let through everywhere else."""
+    """Each caller is refused (401, 403 forbidden) exactly where its role does not reach."""
     needed = ROUTE_ROLES[method, path]
     refusal = expected_refusal(matrix.anonymous_role, caller, needed)
     got = call(matrix, caller, method, path)
