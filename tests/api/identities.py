@@ -7,7 +7,7 @@ import asyncio
 import httpx2 as httpx
 
 from rentabot.service.identity import IdentityService
-from rentabot.storage.database import open_database
+from rentabot.storage.opening import open_database
 
 #: Codes of the answers that refuse the caller, whatever the route would have done.
 AUTH_REFUSALS = frozenset({"unauthenticated", "forbidden", "cross_origin"})

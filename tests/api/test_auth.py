@@ -18,9 +18,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from rentabot.api.auth import SESSION_COOKIE
 from rentabot.app import create_app
 from rentabot.domain.identity import Role
+from rentabot.interfaces.auth import SESSION_COOKIE
 from rentabot.service.bootstrap import prepare_database
 from rentabot.settings import Settings
 from tests.api.identities import error_code, is_html, revoke_key

@@ -22,9 +22,9 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
-from rentabot.api.auth import Needs
 from rentabot.app import create_app
 from rentabot.domain.identity import Role
+from rentabot.interfaces.auth import Needs
 from rentabot.service.bootstrap import prepare_database
 from rentabot.settings import Settings
 from tests.api.identities import error_code, is_html, revoke_key
