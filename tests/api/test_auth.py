@@ -888,3 +888,22 @@ def test_event_stream_clients_are_limited_and_a_leaving_one_frees_its_place(
                 again.read()
             assert time.monotonic() < deadline, "the place of the first client never came back"
             time.sleep(0.05)
+
+
+def test_a_stream_closed_before_its_first_event_gives_its_place_back(database_url: str) -> None:
+    """Clients that connect and hang up before reading anything (the stream's code never
+    ran) still free their places: the next client gets in, not a 429."""
+    made = _settings(database_url, max_stream_subscribers=1)
+    prepare_database(made)
+    with TestClient(create_app(made)) as client:
+        for _ in range(5):
+            with client.stream("GET", "/api/v2/events/stream") as gone:
+                assert gone.status_code == 200
+        deadline = time.monotonic() + 2.0
+        while True:
+            with client.stream("GET", "/api/v2/events/stream") as last:
+                if last.status_code == 200:
+                    assert next(last.iter_bytes()).startswith(b"retry:")
+                    break
+            assert time.monotonic() < deadline, "a client that never read kept its place"
+            time.sleep(0.05)

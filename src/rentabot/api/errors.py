@@ -38,6 +38,8 @@ from rentabot.interfaces.responses import json_response
 log = logging.getLogger("rentabot")
 
 API_PREFIXES = ("/api/", "/rentabot/api/")
+#: Other paths whose errors are JSON: what machines read.
+JSON_PATHS = ("/healthz", "/openapi.json")
 
 #: Shown in `lock-token` instead of a holder's secret, unless RENTABOT_EXPOSE_LOCK_TOKENS is on.
 HIDDEN_TOKEN = "hidden"
@@ -162,7 +164,7 @@ def _page_error(status: int, message: str, *, sign_in: bool = False) -> HTMLResp
 
 async def _domain_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RentabotError)
-    if _is_api(request) or request.url.path.startswith("/healthz"):
+    if _is_api(request) or request.url.path.startswith(JSON_PATHS):
         return v2_error(error)
     status = _status(error)
     return _page_error(status, error.message, sign_in=status in (401, 403))
@@ -182,7 +184,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
         return json_response(
             error.status_code, {"error": {"code": code, "message": str(error.detail)}}, headers
         )
-    if _is_api(request) or request.url.path.startswith("/healthz"):
+    if _is_api(request) or request.url.path.startswith(JSON_PATHS):
         return json_response(error.status_code, {"message": error.detail}, headers)
     page = _page_error(error.status_code, str(error.detail))
     page.headers.update(headers)

@@ -9,12 +9,13 @@ Domain errors raised here become `{"error": {...}}` in `api/errors.py`.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from rentabot.api.v2_schemas import (
     ErrorEnvelope,
@@ -329,6 +330,22 @@ async def events(
 STREAM_KEEPALIVE_S = 15.0
 
 
+class Subscription(StreamingResponse):
+    """An event stream that gives its subscriber's place back however it ends: a client
+    gone before the first event (the generator never ran, so its own `finally` would not),
+    a cancelled task, or the end of the stream."""
+
+    def __init__(self, content: AsyncIterator[str], leave: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self._leave = leave
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._leave()
+
+
 @router.get(
     "/events/stream",
     tags=["events"],
@@ -359,27 +376,24 @@ async def event_stream(
         )
 
     async def stream() -> AsyncIterator[str]:
-        try:
-            position = cursor
-            quiet_since = time.monotonic()
-            yield "retry: 1000\n\n"
-            while not await request.is_disconnected():
-                found = await app.admin.events(after=position, limit=500)
-                for event in found:
-                    data = EventOut.of(event).model_dump_json()
-                    yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
-                    position = event.id
-                if found:
-                    quiet_since = time.monotonic()
-                elif time.monotonic() - quiet_since > STREAM_KEEPALIVE_S:
-                    yield ": keep-alive\n\n"
-                    quiet_since = time.monotonic()
-                # Woken by this process's commits; other processes' are seen within 0.5 s.
-                await app.admin.next_commit(0.5)
-        finally:
-            subscribers.leave()
+        position = cursor
+        quiet_since = time.monotonic()
+        yield "retry: 1000\n\n"
+        while not await request.is_disconnected():
+            found = await app.admin.events(after=position, limit=500)
+            for event in found:
+                data = EventOut.of(event).model_dump_json()
+                yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+                position = event.id
+            if found:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > STREAM_KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                quiet_since = time.monotonic()
+            # Woken by this process's commits; other processes' are seen within 0.5 s.
+            await app.admin.next_commit(0.5)
 
-    return StreamingResponse(stream(), media_type="text/event-stream")
+    return Subscription(stream(), subscribers.leave)
 
 
 # ---------------------------------------------------------------------- identities
