@@ -75,28 +75,61 @@ def descriptor(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_descriptor(tmp_path_factory.mktemp("keys") / "resources.yml", RESOURCES)
 
 
-@pytest.fixture(scope="module")
-def open_server(descriptor: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server as the original was: anonymous callers may lock. It trusts X-Forwarded-User
-    only from 10.9.9.9, a proxy that is not the test's 127.0.0.1."""
-    env = {"RENTABOT_TRUSTED_USER_HEADER": USER_HEADER, "RENTABOT_TRUSTED_PROXIES": "10.9.9.9"}
-    database = tmp_path_factory.mktemp("open") / "rentabot.db"
-    with Server(database, descriptor, env=env) as running:
-        yield running
+@dataclass(frozen=True)
+class ModuleServers:
+    """The servers several tests of this module share."""
+
+    #: As the original was: anonymous callers may lock. It trusts X-Forwarded-User only
+    #: from 10.9.9.9, a proxy that is not the test's 127.0.0.1.
+    open: Server
+    #: Keys everywhere (RENTABOT_ANONYMOUS_ROLE=none); it trusts X-Forwarded-User from
+    #: 127.0.0.1 (requests without that header are not affected).
+    keyed: Server
 
 
 @pytest.fixture(scope="module")
-def keyed_server(descriptor: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server with keys everywhere (RENTABOT_ANONYMOUS_ROLE=none) that trusts
-    X-Forwarded-User from 127.0.0.1 (requests without that header are not affected)."""
-    env = {
-        "RENTABOT_ANONYMOUS_ROLE": "none",
-        "RENTABOT_TRUSTED_USER_HEADER": USER_HEADER,
-        "RENTABOT_TRUSTED_PROXIES": "127.0.0.1",
-    }
-    database = tmp_path_factory.mktemp("keyed") / "rentabot.db"
-    with Server(database, descriptor, env=env) as running:
-        yield running
+def module_servers(
+    descriptor: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModuleServers]:
+    """The module's shared servers, started at once."""
+    trusting = {"RENTABOT_TRUSTED_USER_HEADER": USER_HEADER}
+    both = ModuleServers(
+        open=Server(
+            tmp_path_factory.mktemp("open") / "rentabot.db",
+            descriptor,
+            env={**trusting, "RENTABOT_TRUSTED_PROXIES": "10.9.9.9"},
+        ),
+        keyed=Server(
+            tmp_path_factory.mktemp("keyed") / "rentabot.db",
+            descriptor,
+            env={
+                **trusting,
+                "RENTABOT_TRUSTED_PROXIES": "127.0.0.1",
+                "RENTABOT_ANONYMOUS_ROLE": "none",
+            },
+        ),
+    )
+    try:
+        both.open.launch()
+        both.keyed.launch()
+        both.open.wait_ready(60)
+        both.keyed.wait_ready(60)
+        yield both
+    finally:
+        both.open.stop()
+        both.keyed.stop()
+
+
+@pytest.fixture
+def open_server(module_servers: ModuleServers) -> Server:
+    """The module's server where anonymous callers may lock."""
+    return module_servers.open
+
+
+@pytest.fixture
+def keyed_server(module_servers: ModuleServers) -> Server:
+    """The module's server with keys everywhere."""
+    return module_servers.keyed
 
 
 # ---------------------------------------------------------------------------------- revocation
@@ -296,13 +329,12 @@ def test_keys_create_list_revoke_through_the_cli_against_a_running_server(
     """`keys create` prints the key alone on its last line, `keys list` never shows it,
     a duplicate or an unknown name exits 1 with a message, a revoked key gets 401, and the
     server records when the key was last used (written at the latest when it stops)."""
-    server = Server(
-        tmp_path / "rentabot.db", descriptor, env={"RENTABOT_ANONYMOUS_ROLE": "none"}
-    ).start()
+    server = Server(tmp_path / "rentabot.db", descriptor, env={"RENTABOT_ANONYMOUS_ROLE": "none"})
     servers.append(server)
     database = ("--database", server.database_url)
     lock_1 = f"{server.url}{V1}/resources/1/lock"
 
+    # Before the first start, as an operator may: the command makes the database.
     made = rentabot("keys", "create", "ci", "--role", "lock", *database)
     assert made.returncode == 0, made.stderr
     key = made.stdout.splitlines()[-1]
@@ -311,12 +343,15 @@ def test_keys_create_list_revoke_through_the_cli_against_a_running_server(
     assert "created key 'ci' with role lock; it is shown only now" in made.stderr
     assert key not in made.stderr
 
-    # Independent commands at once (each is a Python process starting up).
+    # Independent commands at once (each is a Python process starting up), while the
+    # server starts.
+    server.launch()
     with ThreadPoolExecutor(3) as pool:
         listing = pool.submit(rentabot, "keys", "list", *database)
         duplicate = pool.submit(rentabot, "keys", "create", "ci", "--role", "read", *database)
         unknown_name = pool.submit(rentabot, "keys", "revoke", "nobody", *database)
         listed, again, unknown = listing.result(), duplicate.result(), unknown_name.result()
+    server.wait_ready(60)
     assert listed.returncode == 0, listed.stderr
     assert key not in listed.stdout + listed.stderr
     header, row = listed.stdout.splitlines()
