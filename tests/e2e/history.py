@@ -585,8 +585,17 @@ class Worker:
     looked at and released.
     """
 
-    def __init__(self, index: int, inventory: Inventory, history: History, seed: int) -> None:
+    def __init__(
+        self,
+        index: int,
+        inventory: Inventory,
+        history: History,
+        seed: int,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.index = index
+        #: Sent with every request (an API key, when the server requires one).
+        self.headers = headers or {}
         self.inventory = inventory
         self.history = history
         self.rng = random.Random(seed)
@@ -607,7 +616,9 @@ class Worker:
         """Recover interrupted work, then run random episodes until `until` (monotonic) or
         `stop`; a lost connection ends the phase for this worker."""
         self._stop = stop
-        with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
+        with httpx.Client(
+            base_url=base_url, headers=self.headers, timeout=REQUEST_TIMEOUT_S
+        ) as client:
             self._client = client
             try:
                 self.recover()
@@ -936,7 +947,9 @@ class Worker:
             body["ttl"] = 5.0
         ids = frozenset(select["ids"])
         self.cancel_share = 0.0
-        with httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
+        with httpx.Client(
+            base_url=base_url, headers=self.headers, timeout=REQUEST_TIMEOUT_S
+        ) as client:
             self._client = client
             try:
                 grant = self._acquire(body, Selection(select, ids, len(ids)), None)

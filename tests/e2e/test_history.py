@@ -1,7 +1,9 @@
 """Histories of many concurrent clients of a real server, checked for double grants, fence
 order, and leases that vanish, with and without a `kill -9` of the server in the middle.
 
-The checker lives in `tests/e2e/history.py`; the first test here proves it can fail.
+The checker lives in `tests/e2e/history.py`; the first test here proves it can fail. The
+clean run also runs, shorter, against a server with keys everywhere
+(RENTABOT_ANONYMOUS_ROLE=none), every request carrying a lock key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rentabot.domain.identity import Role
 from tests.e2e.history import (
     GRACE_S,
     KEEPALIVE_S,
@@ -30,7 +33,7 @@ from tests.e2e.history import (
     check_history,
     total,
 )
-from tests.support import Server, write_descriptor
+from tests.support import Server, create_key, write_descriptor
 
 #: `pool` on five resources, `x` on three, two carry both; one has another tag, one none.
 RESOURCES: dict[str, object] = {
@@ -54,20 +57,23 @@ CLIENTS = 12
 SEED = int(os.environ.get("HISTORY_SEED", random.randrange(2**32)))
 
 
-def start(servers: list[Server], tmp_path: Path) -> Server:
-    """A server on this test's database and descriptor (a restart reuses both)."""
+def start(servers: list[Server], tmp_path: Path, env: dict[str, str] | None = None) -> Server:
+    """A server on this test's database and descriptor (a restart reuses both), with ENV
+    and `env`."""
     descriptor = write_descriptor(tmp_path / "resources.yml", RESOURCES)
-    server = Server(tmp_path / "rentabot.db", descriptor, env=ENV)
+    server = Server(tmp_path / "rentabot.db", descriptor, env={**ENV, **(env or {})})
     servers.append(server)
     return server.start()
 
 
-def make_workers(server: Server, history: History) -> list[Worker]:
-    """The clients, each with its own random stream."""
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+def make_workers(
+    server: Server, history: History, headers: dict[str, str] | None = None
+) -> list[Worker]:
+    """The clients, each with its own random stream, sending `headers` with every request."""
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
         inventory = Inventory.read(client)
     assert len(inventory.ids) == len(RESOURCES)
-    return [Worker(i, inventory, history, SEED + i) for i in range(CLIENTS)]
+    return [Worker(i, inventory, history, SEED + i, headers) for i in range(CLIENTS)]
 
 
 def run_phase(
@@ -165,11 +171,17 @@ def test_the_checker_reports_overlaps_repeated_fences_and_late_answers() -> None
 # ---------------------------------------------------------------------------------- real servers
 
 
-def check_clean_run(history: History, workers: list[Worker], url: str, title: str) -> Counter[str]:
+def check_clean_run(
+    history: History,
+    workers: list[Worker],
+    url: str,
+    title: str,
+    headers: dict[str, str] | None = None,
+) -> Counter[str]:
     """After a run without failures: no request failed, the history and the server's final
-    state (read through `url`) show no problem. Returns the run's counts."""
+    state (read through `url`, sending `headers`) show no problem. Returns the run's counts."""
     assert not history.unknown, f"requests failed: {history.unknown[:5]}"
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
         final = audit(client, history, grace=GRACE_S)
     problems = history.problems + check_history(history.grants, history.offset) + final.problems
     counts = history_counts(history, workers) + Counter(
@@ -186,37 +198,49 @@ def assert_exercised(counts: Counter[str], minimum: dict[str, int]) -> None:
     assert not short, f"too few of {short}\n{report('counts', counts)}"
 
 
+#: What 15 s of the clean run must at least have done (a shorter run: in proportion).
+CLEAN_RUN_MINIMUM = {
+    "grants": 60,
+    "v2 grants": 50,
+    "v1 grants": 8,
+    "grants of several resources": 10,
+    "tickets": 10,
+    "granted after waiting": 10,
+    "renewals": 8,
+    "late renewals refused": 5,
+    "releases": 30,
+    "releases refused": 5,
+    "v1 unlocks": 4,
+    "busy": 5,
+    "end: expired": 10,
+    "end: released": 30,
+}
+
+
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("keyed", "seconds"), [(False, 15.0), (True, 6.0)], ids=["anonymous", "keyed"]
+)
 def test_twelve_clients_never_share_a_resource_and_every_lease_is_accounted_for(
-    tmp_path: Path, servers: list[Server]
+    tmp_path: Path, servers: list[Server], keyed: bool, seconds: float
 ) -> None:
-    """15 s of 12 random clients: no double grant, fences in order, no lease lost or leaked."""
-    server = start(servers, tmp_path)
+    """15 s of 12 random clients (6 s with a lock key on every request, anonymous callers
+    refused): no double grant, fences in order, no lease lost or leaked."""
+    server = start(servers, tmp_path, {"RENTABOT_ANONYMOUS_ROLE": "none"} if keyed else None)
+    headers = None
+    if keyed:
+        assert httpx.get(f"{server.url}/api/v2/resources").status_code == 401
+        headers = {"X-API-Key": create_key(server.database_url, "worker", Role.LOCK)}
     history = History()
-    workers = make_workers(server, history)
+    workers = make_workers(server, history, headers)
     with ThreadPoolExecutor(CLIENTS) as pool:
-        _, futures = run_phase(pool, workers, server, seconds=15.0)
+        _, futures = run_phase(pool, workers, server, seconds=seconds)
         finish(futures)
-    counts = check_clean_run(history, workers, server.url, "history")
-    assert_exercised(
-        counts,
-        {
-            "grants": 60,
-            "v2 grants": 50,
-            "v1 grants": 8,
-            "grants of several resources": 10,
-            "tickets": 10,
-            "granted after waiting": 10,
-            "renewals": 8,
-            "late renewals refused": 5,
-            "releases": 30,
-            "releases refused": 5,
-            "v1 unlocks": 4,
-            "busy": 5,
-            "end: expired": 10,
-            "end: released": 30,
-        },
+    counts = check_clean_run(
+        history, workers, server.url, f"history ({'keyed' if keyed else 'anonymous'})", headers
     )
+    share = seconds / 15.0
+    assert_exercised(counts, {k: max(1, int(n * share)) for k, n in CLEAN_RUN_MINIMUM.items()})
 
 
 @pytest.mark.e2e

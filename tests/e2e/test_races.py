@@ -1,5 +1,7 @@
 """Mutual exclusion through real HTTP, against real `rentabot serve` processes: one server
-with 1 and 3 workers on SQLite, and 2 and 3 replicas on one PostgreSQL.
+with 1 and 3 workers on SQLite, and 2 and 3 replicas on one PostgreSQL; and one server on
+SQLite with keys everywhere (RENTABOT_ANONYMOUS_ROLE=none), where every request carries a
+lock key, in fewer rounds.
 
 Every race starts its threads together on a `threading.Barrier`; each thread keeps its own
 keep-alive connection, so the requests really overlap in the server (with 3 workers, in
@@ -14,13 +16,23 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from rentabot.domain.identity import Role
 from tests.conftest import skip_or_fail
-from tests.support import RENTABOT, V1, Replicas, Server, postgres_schema, write_descriptor
+from tests.support import (
+    RENTABOT,
+    V1,
+    Replicas,
+    Server,
+    create_key,
+    postgres_schema,
+    write_descriptor,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -36,15 +48,35 @@ WAIT_S = 60.0
 Answer = tuple[int, dict[str, Any]]
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection to the server (http.client: cheap per request)."""
+@dataclass(frozen=True)
+class Deployment:
+    """The ports of a real deployment, the headers every request carries (the lock key,
+    when the server requires keys), and the share of each test's rounds it runs."""
 
-    def __init__(self, port: int) -> None:
+    ports: list[int]
+    headers: dict[str, str] = field(default_factory=dict)
+    share: float = 1.0
+
+    def rounds(self, full: int) -> int:
+        """How many of a test's `full` rounds to run here."""
+        return max(1, round(full * self.share))
+
+    def connect(self, index: int = 0) -> Connection:
+        """A connection to `ports[index % len(ports)]`."""
+        return Connection(self.ports[index % len(self.ports)], self.headers)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection to the server (http.client: cheap per request),
+    sending `headers` with every request."""
+
+    def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
         self._http = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+        self._headers = headers or {}
 
     def request(self, method: str, path: str) -> Answer:
         """Send a request and read the whole JSON answer, keeping the connection open."""
-        self._http.request(method, path)
+        self._http.request(method, path, headers=self._headers)
         response = self._http.getresponse()
         body = response.read()
         return response.status, json.loads(body)
@@ -71,10 +103,12 @@ class Connection:
 
 
 def run_threads(
-    ports: list[int], count: int, body: Callable[[int, Connection, threading.Barrier], None]
+    deployment: Deployment,
+    count: int,
+    body: Callable[[int, Connection, threading.Barrier], None],
 ) -> None:
     """Run `body(index, connection, barrier)` in `count` threads with one shared barrier;
-    thread i talks to `ports[i % len(ports)]`.
+    thread i talks to `deployment.ports[i % len(ports)]`.
 
     A thread that fails breaks the barrier, so the others stop instead of waiting forever;
     the first failure is raised here.
@@ -83,7 +117,7 @@ def run_threads(
     failures: list[BaseException] = []
 
     def main(index: int) -> None:
-        connection = Connection(ports[index % len(ports)])
+        connection = deployment.connect(index)
         try:
             body(index, connection, barrier)
         except threading.BrokenBarrierError:
@@ -107,17 +141,31 @@ def run_threads(
 
 @pytest.fixture(
     scope="module",
-    params=[("sqlite", 1), ("sqlite", 3), ("postgresql", 2), ("postgresql", 3)],
-    ids=["sqlite-workers=1", "sqlite-workers=3", "postgresql-replicas=2", "postgresql-replicas=3"],
+    params=[
+        ("sqlite", 1, False),
+        ("sqlite", 3, False),
+        ("postgresql", 2, False),
+        ("postgresql", 3, False),
+        ("sqlite", 1, True),
+    ],
+    ids=[
+        "sqlite-workers=1",
+        "sqlite-workers=3",
+        "postgresql-replicas=2",
+        "postgresql-replicas=3",
+        "sqlite-workers=1-keyed",
+    ],
 )
-def ports(
+def deployment(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[int]]:
-    """The ports of a real deployment with the race descriptor: one server with 1 or 3
-    worker processes on SQLite, or 2 or 3 replicas on one PostgreSQL."""
+) -> Iterator[Deployment]:
+    """A real deployment with the race descriptor: one server with 1 or 3 worker processes
+    on SQLite, or 2 or 3 replicas on one PostgreSQL; or (keyed) one server on SQLite that
+    refuses anonymous callers, raced with a lock key on every request, a quarter of the
+    rounds."""
     if not RENTABOT.exists():
         skip_or_fail(f"the rentabot console script is not installed at {RENTABOT}")
-    backend, count = request.param
+    backend, count, keyed = request.param
     directory = tmp_path_factory.mktemp(f"races-{backend}-{count}")
     resources: dict[str, Any] = {
         "contended": {"description": "one id, many lockers"},
@@ -131,21 +179,32 @@ def ports(
     descriptor = write_descriptor(directory / "resources.yml", resources)
     if backend == "postgresql":
         with postgres_schema() as url, Replicas(url, descriptor, count, directory) as replicas:
-            yield replicas.ports
+            yield Deployment(replicas.ports)
         return
-    with Server(directory / "rentabot.db", descriptor, workers=count) as running:
+    env = {"RENTABOT_ANONYMOUS_ROLE": "none"} if keyed else {}
+    with Server(directory / "rentabot.db", descriptor, workers=count, env=env) as running:
         # start() returns once one worker answers: wait for all of them, so all of them race.
         deadline = time.monotonic() + WAIT_S
         while running.output().count("Application startup complete") < count:
             assert time.monotonic() < deadline, f"workers did not start:\n{running.output()}"
             time.sleep(0.05)
-        yield [running.port]
+        if not keyed:
+            yield Deployment([running.port])
+            return
+        anonymous = Connection(running.port)
+        try:
+            status, body = anonymous.lock(TARGET_ID)
+        finally:
+            anonymous.close()
+        assert (status, body["code"]) == (401, "unauthenticated"), "anonymous callers may lock"
+        key = create_key(running.database_url, "racer", Role.LOCK)
+        yield Deployment([running.port], {"X-API-Key": key}, share=0.25)
 
 
 @pytest.fixture
-def pool_ids(ports: list[int]) -> set[int]:
+def pool_ids(deployment: Deployment) -> set[int]:
     """The ids of the resources carrying the pool tag."""
-    connection = Connection(ports[0])
+    connection = deployment.connect()
     try:
         status, body = connection.request("GET", f"{V1}/resources")
     finally:
@@ -156,10 +215,10 @@ def pool_ids(ports: list[int]) -> set[int]:
     return tagged
 
 
-def test_one_lock_wins_each_round_of_32_concurrent_lockers(ports: list[int]) -> None:
+def test_one_lock_wins_each_round_of_32_concurrent_lockers(deployment: Deployment) -> None:
     """32 threads lock one free id at once, 200 rounds (100 across replicas, whose rounds
-    are slower): exactly one 200, 31 busy 403s."""
-    threads, rounds = 32, 200 if len(ports) == 1 else 100
+    are slower; a quarter with keys): exactly one 200, 31 busy 403s."""
+    threads, rounds = 32, deployment.rounds(200 if len(deployment.ports) == 1 else 100)
     answers: list[list[Answer | None]] = [[None] * threads for _ in range(rounds)]
     unlocks: list[list[int]] = [[] for _ in range(rounds)]
 
@@ -172,7 +231,7 @@ def test_one_lock_wins_each_round_of_32_concurrent_lockers(ports: list[int]) -> 
             if answer[0] == 200:
                 unlocks[round_].append(connection.unlock(TARGET_ID, answer[1]["lock-token"])[0])
 
-    run_threads(ports, threads, race)
+    run_threads(deployment, threads, race)
 
     for round_, round_answers in enumerate(answers):
         statuses = [answer[0] for answer in round_answers if answer is not None]
@@ -192,10 +251,10 @@ def test_one_lock_wins_each_round_of_32_concurrent_lockers(ports: list[int]) -> 
 
 
 def test_lock_by_tag_grants_each_pool_member_to_exactly_one_of_2m_racers(
-    ports: list[int], pool_ids: set[int]
+    deployment: Deployment, pool_ids: set[int]
 ) -> None:
     """2M threads lock by tag among M tagged resources: M winners on M distinct tagged ids."""
-    threads, rounds = 2 * POOL_SIZE, 20
+    threads, rounds = 2 * POOL_SIZE, deployment.rounds(20)
     answers: list[list[Answer | None]] = [[None] * threads for _ in range(rounds)]
     unlocks: list[list[int]] = [[] for _ in range(rounds)]
 
@@ -211,7 +270,7 @@ def test_lock_by_tag_grants_each_pool_member_to_exactly_one_of_2m_racers(
                     connection.unlock(resource["id"], answer[1]["lock-token"])[0]
                 )
 
-    run_threads(ports, threads, race)
+    run_threads(deployment, threads, race)
 
     for round_, round_answers in enumerate(answers):
         assert all(answer is not None for answer in round_answers), f"round {round_}"
@@ -228,11 +287,11 @@ def test_lock_by_tag_grants_each_pool_member_to_exactly_one_of_2m_racers(
 
 
 def test_concurrent_double_unlock_frees_once_and_never_the_next_holders_lock(
-    ports: list[int],
+    deployment: Deployment,
 ) -> None:
     """Two same-token unlocks race a locker: one unlock wins; the locker's new lock stays held."""
-    rounds, max_attempts = 100, 5000
-    main = Connection(ports[-1])
+    rounds, max_attempts = deployment.rounds(100), 5000
+    main = deployment.connect(-1)
     try:
         for round_ in range(rounds):
             status, body = main.lock(DOUBLE_ID)
@@ -259,7 +318,7 @@ def test_concurrent_double_unlock_frees_once_and_never_the_next_holders_lock(
                         third.append(answer)
                         return
 
-            run_threads(ports, 3, race)
+            run_threads(deployment, 3, race)
 
             assert sorted(unlock_statuses) == [200, 403], f"round {round_}: {unlock_statuses}"
             assert len(third) == 1, f"round {round_}: the third thread never got the lock"
