@@ -189,10 +189,14 @@ class ProxyPolicy:
         """Whether a trusted header is configured at all."""
         return bool(self.header and self.proxies)
 
+    def trusts(self, peer: str | None) -> bool:
+        """Whether the TCP peer `peer` is a trusted proxy (whose headers are believed)."""
+        return self.enabled and address_in(peer, self.proxies)
+
     def principal(self, peer: str | None, user: str | None, groups: str | None) -> Principal | None:
         """The user a trusted proxy at `peer` vouches for, or None when the header is absent,
         empty, or comes from anyone but a trusted proxy (then it is ignored)."""
-        if not self.enabled or user is None or not address_in(peer, self.proxies):
+        if user is None or not self.trusts(peer):
             return None
         name = user.strip()
         if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():

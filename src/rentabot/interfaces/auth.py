@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rentabot.domain.errors import CrossOriginError, RentabotError
-from rentabot.domain.identity import Principal, Role, address_in, csrf_token, same_secret
+from rentabot.domain.identity import Principal, Role, csrf_token, same_secret
 from rentabot.interfaces.runtime import runtime
 
 #: The cookie that carries a signed-in person's session id.
@@ -51,11 +51,9 @@ async def identify(request: Request) -> Principal:
             if session:
                 principal = await identity.session(session)
         proxy = identity.proxy
-        if principal is None and proxy.enabled:
-            assert proxy.header is not None
-            peer = request.client.host if request.client else None
+        if principal is None and proxy.header is not None:
             groups = headers.get(proxy.groups_header) if proxy.groups_header else None
-            principal = proxy.principal(peer, headers.get(proxy.header), groups)
+            principal = proxy.principal(_peer(request), headers.get(proxy.header), groups)
     if principal is None:
         principal = identity.anonymous
     request.scope[_PRINCIPAL] = principal
@@ -66,13 +64,19 @@ def _own_hosts(request: Request) -> set[str]:
     """The host[:port] this server answers as: the Host header, and what a trusted proxy
     says the browser asked for (X-Forwarded-Host)."""
     hosts = {request.headers.get("host", "").lower()}
-    identity = runtime(request).identity
     forwarded = request.headers.get("x-forwarded-host")
-    if forwarded and identity.proxy.enabled:
-        peer = request.client.host if request.client else None
-        if address_in(peer, identity.proxy.proxies):
-            hosts.add(forwarded.split(",")[0].strip().lower())
+    if forwarded and _from_trusted_proxy(request):
+        hosts.add(forwarded.split(",")[0].strip().lower())
     return hosts - {""}
+
+
+def _peer(request: Request) -> str | None:
+    """The TCP peer's address (serve runs uvicorn without proxy headers: never a header's)."""
+    return request.client.host if request.client else None
+
+
+def _from_trusted_proxy(request: Request) -> bool:
+    return runtime(request).identity.proxy.trusts(_peer(request))
 
 
 def is_https(request: Request) -> bool:
@@ -80,10 +84,8 @@ def is_https(request: Request) -> bool:
     proxy that says so (X-Forwarded-Proto)."""
     if request.url.scheme == "https":
         return True
-    proxy = runtime(request).identity.proxy
-    peer = request.client.host if request.client else None
     forwarded = request.headers.get("x-forwarded-proto", "")
-    return forwarded.lower() == "https" and proxy.enabled and address_in(peer, proxy.proxies)
+    return forwarded.lower() == "https" and _from_trusted_proxy(request)
 
 
 def check_same_origin(request: Request, principal: Principal | None = None) -> None:
