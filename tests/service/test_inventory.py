@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rentabot.domain.errors import DescriptorError
-from rentabot.domain.model import Selector
+from rentabot.domain.model import V1Selection
 from rentabot.service.bootstrap import prepare_database
 from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
@@ -82,7 +82,7 @@ async def test_removed_resources_retire_but_a_held_lock_is_never_dropped(
     prepare_database(settings)
     database = open_database(settings.database_url)
     service = _service(database)
-    grant = await service.lock(Selector(name="b"), ANONYMOUS)
+    grant = await service.lock(V1Selection(name="b"), ANONYMOUS)
 
     report = prepare_database(make_settings({"a": {}}))
     assert (report.sync.retired, report.sync.retired_but_held) == (2, 1)

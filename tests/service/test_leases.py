@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from rentabot.domain.errors import NotGrantedError
-from rentabot.domain.model import Lease, Want
+from rentabot.domain.model import Lease, Selection
 from rentabot.service.bootstrap import prepare_database
 from rentabot.service.leases import SWEEP_BATCH, LeasePolicy, LeaseService, LeaseTerms, Queued
 from rentabot.settings import Settings
@@ -41,7 +41,7 @@ async def test_thousands_of_leases_expiring_together_end_in_one_sweep(
     leases = LeaseService(database, clock=clock)
     granted = await asyncio.gather(
         *(
-            leases.acquire(Want(resource_ids=(i + 1,)), LeaseTerms(ttl=60), ANONYMOUS)
+            leases.acquire(Selection(resource_ids=(i + 1,)), LeaseTerms(ttl=60), ANONYMOUS)
             for i in range(count)
         )
     )
@@ -60,11 +60,11 @@ async def test_thousands_of_leases_expiring_together_end_in_one_sweep(
 async def test_a_wait_that_runs_out_is_refused_not_left_waiting(database: Database) -> None:
     """Asked to wait 0.3 s under a 30 s long-poll: NotGrantedError after 0.3 s, not a ticket."""
     leases = LeaseService(database, policy=LeasePolicy(long_poll=30))
-    holder = await leases.acquire(Want(resource_ids=(1,)), LeaseTerms(), ANONYMOUS)
+    holder = await leases.acquire(Selection(resource_ids=(1,)), LeaseTerms(), ANONYMOUS)
     assert isinstance(holder, Lease)
     started = asyncio.get_running_loop().time()
     with pytest.raises(NotGrantedError, match="timed out") as refused:
-        await leases.acquire(Want(resource_ids=(1,)), LeaseTerms(wait=0.3), ANONYMOUS)
+        await leases.acquire(Selection(resource_ids=(1,)), LeaseTerms(wait=0.3), ANONYMOUS)
     assert (refused.value.reason, refused.value.position) == ("timed_out", 1)
     waited = asyncio.get_running_loop().time() - started
     # It waited its 0.3 s (an instant refusal is wrong too), and not the long-poll's 30 s.
@@ -75,10 +75,10 @@ async def test_a_wait_that_runs_out_is_refused_not_left_waiting(database: Databa
 async def test_a_release_hands_the_resource_to_the_waiter_at_once(database: Database) -> None:
     """The waiter's call returns its lease as soon as the holder releases."""
     leases = LeaseService(database)
-    holder = await leases.acquire(Want(resource_ids=(2,)), LeaseTerms(), ANONYMOUS)
+    holder = await leases.acquire(Selection(resource_ids=(2,)), LeaseTerms(), ANONYMOUS)
     assert isinstance(holder, Lease)
     waiting = asyncio.create_task(
-        leases.acquire(Want(resource_ids=(2,)), LeaseTerms(wait=10), ANONYMOUS)
+        leases.acquire(Selection(resource_ids=(2,)), LeaseTerms(wait=10), ANONYMOUS)
     )
     for _ in range(100):
         if await leases.queue():

@@ -11,7 +11,7 @@ from typing import TypeVar
 import pytest
 
 from rentabot.domain.errors import AlreadyReleasedError, BusyError, NotFoundError, NotHolderError
-from rentabot.domain.model import Grant, Resource, Selector
+from rentabot.domain.model import Resource, V1Lock, V1Selection
 from rentabot.service.leases import LeaseService
 from rentabot.service.locks import LockService
 from rentabot.settings import Settings
@@ -30,7 +30,7 @@ def _holding(resource: Resource) -> int | None:
 async def test_lock_then_unlock_by_id(database: Database) -> None:
     """A free resource locks, shows as held with the token, and frees with that token."""
     service = LockService(database, LeaseService(database))
-    grant = await service.lock(Selector(resource_id=2), ANONYMOUS)
+    grant = await service.lock(V1Selection(resource_id=2), ANONYMOUS)
     assert grant.resource.id == 2
     assert grant.resource.holder is not None
     assert grant.resource.holder.lease_id == grant.lease_id
@@ -42,27 +42,27 @@ async def test_lock_then_unlock_by_id(database: Database) -> None:
 async def test_busy_and_not_found(database: Database) -> None:
     """A held resource is busy; unknown ids, names and tags are not found."""
     service = LockService(database, LeaseService(database))
-    await service.lock(Selector(resource_id=1), ANONYMOUS)
+    await service.lock(V1Selection(resource_id=1), ANONYMOUS)
     with pytest.raises(BusyError):
-        await service.lock(Selector(resource_id=1), ANONYMOUS)
+        await service.lock(V1Selection(resource_id=1), ANONYMOUS)
     with pytest.raises(BusyError):
-        await service.lock(Selector(name="coffee-machine"), ANONYMOUS)
+        await service.lock(V1Selection(name="coffee-machine"), ANONYMOUS)
     with pytest.raises(NotFoundError):
-        await service.lock(Selector(resource_id=99), ANONYMOUS)
+        await service.lock(V1Selection(resource_id=99), ANONYMOUS)
     with pytest.raises(NotFoundError):
-        await service.lock(Selector(name="nope"), ANONYMOUS)
+        await service.lock(V1Selection(name="nope"), ANONYMOUS)
     with pytest.raises(NotFoundError, match="matching the tag"):
-        await service.lock(Selector(tags=("coffee", "nrf52")), ANONYMOUS)
+        await service.lock(V1Selection(tags=("coffee", "nrf52")), ANONYMOUS)
 
 
 async def test_lock_by_tags_takes_free_matches_in_id_order(database: Database) -> None:
     """Every tag must match; the lowest free id goes first; then busy."""
     service = LockService(database, LeaseService(database))
-    first = await service.lock(Selector(tags=("nrf52", "ble")), ANONYMOUS)
-    second = await service.lock(Selector(tags=("ble",)), ANONYMOUS)
+    first = await service.lock(V1Selection(tags=("nrf52", "ble")), ANONYMOUS)
+    second = await service.lock(V1Selection(tags=("ble",)), ANONYMOUS)
     assert (first.resource.id, second.resource.id) == (4, 5)
     with pytest.raises(BusyError):
-        await service.lock(Selector(tags=("nrf52",)), ANONYMOUS)
+        await service.lock(V1Selection(tags=("nrf52",)), ANONYMOUS)
 
 
 async def test_unlock_errors_change_nothing(database: Database) -> None:
@@ -70,7 +70,7 @@ async def test_unlock_errors_change_nothing(database: Database) -> None:
     service = LockService(database, LeaseService(database))
     with pytest.raises(AlreadyReleasedError):
         await service.unlock(3, "whatever", ANONYMOUS)
-    grant = await service.lock(Selector(resource_id=3), ANONYMOUS)
+    grant = await service.lock(V1Selection(resource_id=3), ANONYMOUS)
     for token in ("wrong", None, "", "\x00", "x" * 10_000):
         with pytest.raises(NotHolderError):
             await service.unlock(3, token, ANONYMOUS)
@@ -83,9 +83,9 @@ async def test_unlock_errors_change_nothing(database: Database) -> None:
 async def test_a_released_token_cannot_free_the_next_holder(database: Database) -> None:
     """After unlock and a new lock, the old token is refused: it never frees the new lease."""
     service = LockService(database, LeaseService(database))
-    old = await service.lock(Selector(resource_id=1), ANONYMOUS)
+    old = await service.lock(V1Selection(resource_id=1), ANONYMOUS)
     await service.unlock(1, old.token, ANONYMOUS)
-    new = await service.lock(Selector(resource_id=1), ANONYMOUS)
+    new = await service.lock(V1Selection(resource_id=1), ANONYMOUS)
     with pytest.raises(NotHolderError):
         await service.unlock(1, old.token, ANONYMOUS)
     assert _holding(await service.resource(1)) == new.lease_id
@@ -96,10 +96,10 @@ async def test_fences_strictly_increase_per_resource(database: Database) -> None
     service = LockService(database, LeaseService(database))
     fences = []
     for _ in range(5):
-        grant = await service.lock(Selector(resource_id=2), ANONYMOUS)
+        grant = await service.lock(V1Selection(resource_id=2), ANONYMOUS)
         fences.append(grant.fence)
         await service.unlock(2, grant.token, ANONYMOUS)
-    other = await service.lock(Selector(resource_id=3), ANONYMOUS)
+    other = await service.lock(V1Selection(resource_id=3), ANONYMOUS)
     assert fences == [1, 2, 3, 4, 5]
     assert other.fence == 1
 
@@ -108,7 +108,7 @@ async def test_grants_and_releases_are_audited(database: Database) -> None:
     """Each grant and release appends an event with the lease, the principal as its actor and, for
     grants, the fence and owner."""
     service = LockService(database, LeaseService(database))
-    grant = await service.lock(Selector(resource_id=2), key_principal("ci-job-7"))
+    grant = await service.lock(V1Selection(resource_id=2), key_principal("ci-job-7"))
     await service.unlock(2, grant.token, ANONYMOUS)
     events = rows(
         database,
@@ -132,7 +132,7 @@ async def test_fifty_locks_of_one_resource_in_one_group_commit_have_one_winner(
     another): exactly one is granted, and the losers leave no lease behind."""
     service = LockService(database, LeaseService(database))
     outcomes = await asyncio.gather(
-        *(service.lock(Selector(resource_id=1), ANONYMOUS) for _ in range(50)),
+        *(service.lock(V1Selection(resource_id=1), ANONYMOUS) for _ in range(50)),
         return_exceptions=True,
     )
     winners = [o for o in outcomes if not isinstance(o, BaseException)]
@@ -147,10 +147,10 @@ async def test_a_double_unlock_in_one_group_commit_frees_once(database: Database
     """Two unlocks with one token and a lock between them, in one group commit: one unlock
     wins, the new lock holds."""
     service = LockService(database, LeaseService(database))
-    grant = await service.lock(Selector(resource_id=1), ANONYMOUS)
+    grant = await service.lock(V1Selection(resource_id=1), ANONYMOUS)
     outcomes = await asyncio.gather(
         service.unlock(1, grant.token, ANONYMOUS),
-        service.lock(Selector(resource_id=1), ANONYMOUS),
+        service.lock(V1Selection(resource_id=1), ANONYMOUS),
         service.unlock(1, grant.token, ANONYMOUS),
         return_exceptions=True,
     )
@@ -207,11 +207,11 @@ def test_concurrent_locks_from_separate_connections_have_one_winner(
     outcomes = _race(
         example_settings.database_url,
         12,
-        lambda service, _: service.lock(Selector(resource_id=1), ANONYMOUS),
+        lambda service, _: service.lock(V1Selection(resource_id=1), ANONYMOUS),
     )
-    winners = [o for o in outcomes if isinstance(o, Grant)]
+    winners = [o for o in outcomes if isinstance(o, V1Lock)]
     assert len(winners) == 1, outcomes
-    assert all(isinstance(o, BusyError) for o in outcomes if not isinstance(o, Grant))
+    assert all(isinstance(o, BusyError) for o in outcomes if not isinstance(o, V1Lock))
     assert rows(database, "SELECT COUNT(*) FROM leases") == [(1,)]
     assert rows(database, "SELECT lease_id FROM resources WHERE id = 1") == [(winners[0].lease_id,)]
 
@@ -224,11 +224,11 @@ def test_concurrent_unlocks_and_a_lock_from_separate_connections_free_once(
     late unlock."""
     service = LockService(database, LeaseService(database))
     for _ in range(10):
-        held = asyncio.run(service.lock(Selector(resource_id=1), ANONYMOUS))
+        held = asyncio.run(service.lock(V1Selection(resource_id=1), ANONYMOUS))
 
-        async def attempt(racer: LockService, index: int, token: str = held.token) -> Grant | None:
+        async def attempt(racer: LockService, index: int, token: str = held.token) -> V1Lock | None:
             if index == 1:
-                return await racer.lock(Selector(resource_id=1), ANONYMOUS)
+                return await racer.lock(V1Selection(resource_id=1), ANONYMOUS)
             await racer.unlock(1, token, ANONYMOUS)
             return None
 
@@ -239,7 +239,7 @@ def test_concurrent_unlocks_and_a_lock_from_separate_connections_free_once(
             isinstance(o, NotHolderError | AlreadyReleasedError) for o in unlocks if o is not None
         )
         holder = rows(database, "SELECT lease_id FROM resources WHERE id = 1")[0][0]
-        if isinstance(outcomes[1], Grant):
+        if isinstance(outcomes[1], V1Lock):
             assert holder == outcomes[1].lease_id, "the late unlock freed the new holder"
             asyncio.run(service.unlock(1, outcomes[1].token, ANONYMOUS))
         else:

@@ -19,7 +19,7 @@ from rentabot.domain.errors import (
     RequestIdConflictError,
 )
 from rentabot.domain.identity import Principal, Role
-from rentabot.domain.model import Lease, Selector, Want
+from rentabot.domain.model import Lease, Selection, V1Selection
 from rentabot.service.admin import AdminService
 from rentabot.service.leases import LeasePolicy, LeaseService, LeaseTerms, Queued
 from rentabot.service.locks import LockService
@@ -49,12 +49,14 @@ class Clock:
 
 async def take(leases: LeaseService, principal: Principal, *ids: int, **terms: Any) -> Lease:
     """Lease these resources now (they must be free)."""
-    lease = await leases.acquire(Want(resource_ids=ids), LeaseTerms(**terms), principal)
+    lease = await leases.acquire(Selection(resource_ids=ids), LeaseTerms(**terms), principal)
     assert isinstance(lease, Lease)
     return lease
 
 
-async def queue(leases: LeaseService, principal: Principal, want: Want, **terms: Any) -> Queued:
+async def queue(
+    leases: LeaseService, principal: Principal, want: Selection, **terms: Any
+) -> Queued:
     """Queue a request for `want` (held by someone else), waiting up to 30 s by default."""
     terms.setdefault("wait", 30.0)
     queued = await leases.acquire(want, LeaseTerms(**terms), principal)
@@ -132,8 +134,8 @@ async def test_a_ticket_records_its_principal_and_its_lease_inherits_it(
 ) -> None:
     """A queued request records its principal and owner; the lease it is granted has them."""
     holder = await take(leases, ALICE, COFFEE)
-    waiting = await queue(leases, BOB, Want(resource_ids=(COFFEE,)))
-    anonymous = await queue(leases, ANONYMOUS, Want(resource_ids=(COFFEE,)))
+    waiting = await queue(leases, BOB, Selection(resource_ids=(COFFEE,)))
+    anonymous = await queue(leases, ANONYMOUS, Selection(resource_ids=(COFFEE,)))
     assert (waiting.ticket.principal, waiting.ticket.owner) == ("bob", "bob")
     assert (anonymous.ticket.principal, anonymous.ticket.owner) == (None, None)
     assert rows(database, "SELECT principal, owner FROM tickets ORDER BY id") == [
@@ -213,7 +215,7 @@ async def test_a_v1_lock_is_the_principal_s_and_its_unlock_names_who(
     """A v1 lock by a key records the key as principal and owner; the unlock's event names
     the caller."""
     locks = LockService(database, leases)
-    grant = await locks.lock(Selector(name="coffee-machine"), ALICE)
+    grant = await locks.lock(V1Selection(name="coffee-machine"), ALICE)
     assert rows(database, "SELECT principal, owner FROM leases") == [("alice", "alice")]
     await locks.unlock(COFFEE, grant.token, BOB)
     assert activity(database) == [
@@ -346,7 +348,7 @@ async def test_a_ticket_s_key_polls_and_cancels_it_without_the_token(
     """Bob polls and cancels his own ticket by identity; Alice and anonymous callers are
     refused without the token, and the ticket keeps waiting."""
     await take(leases, ALICE, COFFEE)
-    waiting = await queue(leases, BOB, Want(resource_ids=(COFFEE,)))
+    waiting = await queue(leases, BOB, Selection(resource_ids=(COFFEE,)))
     ticket_id = waiting.ticket.id
     polled = await leases.wait(ticket_id, None, BOB, 0)
     assert isinstance(polled, Queued)
@@ -370,7 +372,7 @@ async def test_a_ticket_s_key_polls_and_cancels_it_without_the_token(
 async def test_a_ticket_s_token_works_for_anyone(database: Database, leases: LeaseService) -> None:
     """With a ticket's token, another key polls it and an anonymous caller cancels it."""
     await take(leases, ALICE, COFFEE)
-    waiting = await queue(leases, BOB, Want(resource_ids=(COFFEE,)))
+    waiting = await queue(leases, BOB, Selection(resource_ids=(COFFEE,)))
     assert isinstance(await leases.wait(waiting.ticket.id, waiting.ticket.token, ALICE, 0), Queued)
     cancelled = await leases.cancel(waiting.ticket.id, waiting.ticket.token, ANONYMOUS)
     assert cancelled.state == "cancelled"
@@ -379,7 +381,7 @@ async def test_a_ticket_s_token_works_for_anyone(database: Database, leases: Lea
 async def test_an_anonymous_ticket_needs_its_token(leases: LeaseService) -> None:
     """An anonymous ticket cannot be polled or cancelled without its token, by anyone."""
     await take(leases, ALICE, COFFEE)
-    waiting = await queue(leases, ANONYMOUS, Want(resource_ids=(COFFEE,)))
+    waiting = await queue(leases, ANONYMOUS, Selection(resource_ids=(COFFEE,)))
     for principal in (ANONYMOUS, ALICE):
         with pytest.raises(NotHolderError):
             await leases.wait(waiting.ticket.id, None, principal, 0)
@@ -398,11 +400,11 @@ async def test_request_ids_belong_to_their_principal(
 ) -> None:
     """The same request id from two keys and an anonymous caller is three requests: three
     leases, each its principal's."""
-    want = Want(tags=("ble",))
+    want = Selection(tags=("ble",))
     first = await leases.acquire(want, LeaseTerms(request_id="job-1"), ALICE)
     second = await leases.acquire(want, LeaseTerms(request_id="job-1"), BOB)
     third = await leases.acquire(
-        Want(resource_ids=(COFFEE,)), LeaseTerms(request_id="job-1"), ANONYMOUS
+        Selection(resource_ids=(COFFEE,)), LeaseTerms(request_id="job-1"), ANONYMOUS
     )
     assert isinstance(first, Lease)
     assert isinstance(second, Lease)
@@ -422,16 +424,16 @@ async def test_a_replay_of_the_same_selection_gets_the_same_lease(
     """Retrying with the same request id and the same selection (in any order) answers the
     first lease, token included, and grants nothing more."""
     terms = LeaseTerms(request_id="job-2")
-    first = await leases.acquire(Want(resource_ids=(PRINTER, COFFEE)), terms, ALICE)
+    first = await leases.acquire(Selection(resource_ids=(PRINTER, COFFEE)), terms, ALICE)
     assert isinstance(first, Lease)
     before = snapshot(database)
-    again = await leases.acquire(Want(resource_ids=(COFFEE, PRINTER, COFFEE)), terms, ALICE)
+    again = await leases.acquire(Selection(resource_ids=(COFFEE, PRINTER, COFFEE)), terms, ALICE)
     assert isinstance(again, Lease)
     assert (again.id, again.token) == (first.id, first.token)
     assert [resource.id for resource in again.resources] == [COFFEE, PRINTER]
     assert snapshot(database) == before
     await leases.release(first.id, None, ALICE)
-    ended = await leases.acquire(Want(resource_ids=(COFFEE, PRINTER)), terms, ALICE)
+    ended = await leases.acquire(Selection(resource_ids=(COFFEE, PRINTER)), terms, ALICE)
     assert isinstance(ended, Lease)
     assert (ended.id, ended.state, ended.resources) == (first.id, "released", ())
 
@@ -441,7 +443,7 @@ async def test_concurrent_retries_with_one_request_id_get_one_lease(
 ) -> None:
     """Three retries of one request at once (a client that timed out and resent) answer one
     lease; another key's same request id at the same time is a lease of its own."""
-    want, terms = Want(tags=("ble",)), LeaseTerms(request_id="job-4")
+    want, terms = Selection(tags=("ble",)), LeaseTerms(request_id="job-4")
     outcomes = await asyncio.gather(
         leases.acquire(want, terms, ALICE),
         leases.acquire(want, terms, ALICE),
@@ -468,13 +470,13 @@ async def test_a_request_id_reused_for_another_selection_is_a_conflict(
     """Another selection under a used request id is RequestIdConflictError, and nothing is
     granted for it."""
     terms = LeaseTerms(request_id="job-3")
-    await leases.acquire(Want(tags=("nrf52",)), terms, ALICE)
+    await leases.acquire(Selection(tags=("nrf52",)), terms, ALICE)
     before = snapshot(database)
     for other in (
-        Want(resource_ids=(COFFEE,)),
-        Want(names=("coffee-machine",)),
-        Want(tags=("nrf52",), count=2),
-        Want(tags=("nrf52", "ble")),
+        Selection(resource_ids=(COFFEE,)),
+        Selection(names=("coffee-machine",)),
+        Selection(tags=("nrf52",), count=2),
+        Selection(tags=("nrf52", "ble")),
     ):
         with pytest.raises(RequestIdConflictError, match="another selection"):
             await leases.acquire(other, terms, ALICE)
@@ -486,7 +488,7 @@ async def test_an_anonymous_replay_must_also_have_the_same_owner(
 ) -> None:
     """Anonymous callers share one space of request ids: a replay with another owner (or
     none) is a conflict; with the same owner it is the same lease."""
-    want = Want(resource_ids=(COFFEE,))
+    want = Selection(resource_ids=(COFFEE,))
     first = await leases.acquire(want, LeaseTerms(owner="job-9", request_id="r"), ANONYMOUS)
     assert isinstance(first, Lease)
     before = snapshot(database)
@@ -498,10 +500,10 @@ async def test_an_anonymous_replay_must_also_have_the_same_owner(
     assert isinstance(again, Lease)
     assert (again.id, again.token) == (first.id, first.token)
     unnamed = await leases.acquire(
-        Want(resource_ids=(PRINTER,)), LeaseTerms(request_id="s"), ANONYMOUS
+        Selection(resource_ids=(PRINTER,)), LeaseTerms(request_id="s"), ANONYMOUS
     )
     replayed = await leases.acquire(
-        Want(resource_ids=(PRINTER,)), LeaseTerms(request_id="s"), ANONYMOUS
+        Selection(resource_ids=(PRINTER,)), LeaseTerms(request_id="s"), ANONYMOUS
     )
     assert isinstance(unnamed, Lease)
     assert isinstance(replayed, Lease)
@@ -510,7 +512,7 @@ async def test_an_anonymous_replay_must_also_have_the_same_owner(
 
 async def test_a_key_s_replay_may_change_the_owner_text(leases: LeaseService) -> None:
     """For a key, the owner is only a label: a replay with another owner is the same lease."""
-    want = Want(resource_ids=(COFFEE,))
+    want = Selection(resource_ids=(COFFEE,))
     first = await leases.acquire(want, LeaseTerms(owner="a", request_id="r"), ALICE)
     again = await leases.acquire(want, LeaseTerms(owner="b", request_id="r"), ALICE)
     assert isinstance(first, Lease)
@@ -525,7 +527,7 @@ async def test_a_replay_of_a_queued_request_gets_its_ticket_then_its_lease(
     is a conflict; another key's same id is a new ticket; once granted, the replay answers
     the lease."""
     holder = await take(leases, ALICE, COFFEE)
-    want = Want(resource_ids=(COFFEE,))
+    want = Selection(resource_ids=(COFFEE,))
     first = await queue(leases, BOB, want, request_id="q")
     again = await queue(leases, BOB, want, request_id="q")
     assert (again.ticket.id, again.ticket.token, again.position) == (
@@ -536,7 +538,7 @@ async def test_a_replay_of_a_queued_request_gets_its_ticket_then_its_lease(
     assert rows(database, "SELECT COUNT(*) FROM tickets") == [(1,)]
     with pytest.raises(RequestIdConflictError):
         await leases.acquire(
-            Want(resource_ids=(PRINTER,)), LeaseTerms(wait=30, request_id="q"), BOB
+            Selection(resource_ids=(PRINTER,)), LeaseTerms(wait=30, request_id="q"), BOB
         )
     carols = await queue(leases, CAROL, want, request_id="q")
     assert carols.ticket.id != first.ticket.id
@@ -551,13 +553,15 @@ async def test_an_anonymous_replay_of_a_queued_request_must_have_the_same_owner(
 ) -> None:
     """A waiting anonymous request replays only with the same selection and owner."""
     await take(leases, ALICE, COFFEE)
-    want = Want(resource_ids=(COFFEE,))
+    want = Selection(resource_ids=(COFFEE,))
     first = await queue(leases, ANONYMOUS, want, owner="job-1", request_id="q")
     with pytest.raises(RequestIdConflictError, match="another owner"):
         await leases.acquire(want, LeaseTerms(wait=30, owner="job-2", request_id="q"), ANONYMOUS)
     with pytest.raises(RequestIdConflictError, match="another selection"):
         await leases.acquire(
-            Want(tags=("coffee",)), LeaseTerms(wait=30, owner="job-1", request_id="q"), ANONYMOUS
+            Selection(tags=("coffee",)),
+            LeaseTerms(wait=30, owner="job-1", request_id="q"),
+            ANONYMOUS,
         )
     again = await queue(leases, ANONYMOUS, want, owner="job-1", request_id="q")
     assert again.ticket.id == first.ticket.id
@@ -574,7 +578,7 @@ async def test_one_principal_may_not_fill_the_queue(database: Database, clock: C
         database, policy=LeasePolicy(long_poll=0, max_waiting_per_principal=2), clock=clock
     )
     await take(leases, ALICE, COFFEE)
-    want = Want(resource_ids=(COFFEE,))
+    want = Selection(resource_ids=(COFFEE,))
     first = await queue(leases, BOB, want)
     await queue(leases, BOB, want)
     with pytest.raises(LimitError) as refused:
@@ -593,7 +597,7 @@ async def test_anonymous_callers_share_one_allowance(database: Database, clock: 
         database, policy=LeasePolicy(long_poll=0, max_waiting_per_principal=2), clock=clock
     )
     await take(leases, ALICE, COFFEE)
-    want = Want(resource_ids=(COFFEE,))
+    want = Selection(resource_ids=(COFFEE,))
     await queue(leases, ANONYMOUS, want, owner="job-1")
     await queue(leases, ANONYMOUS, want, owner="job-2")
     with pytest.raises(
@@ -608,7 +612,7 @@ async def test_a_full_queue_refuses_everyone(database: Database, clock: Clock) -
     """With max_waiting=3, a fourth waiting request, of anyone, is LimitError queue_full."""
     leases = LeaseService(database, policy=LeasePolicy(long_poll=0, max_waiting=3), clock=clock)
     await take(leases, ALICE, COFFEE)
-    want = Want(resource_ids=(COFFEE,))
+    want = Selection(resource_ids=(COFFEE,))
     for principal in (BOB, CAROL, ANONYMOUS):
         await queue(leases, principal, want)
     before = snapshot(database)
@@ -630,12 +634,12 @@ async def test_a_full_queue_never_refuses_what_can_be_granted_now(
         clock=clock,
     )
     await take(leases, ALICE, COFFEE)
-    await queue(leases, BOB, Want(resource_ids=(COFFEE,)))
-    now = await leases.acquire(Want(resource_ids=(PRINTER,)), LeaseTerms(wait=30), BOB)
+    await queue(leases, BOB, Selection(resource_ids=(COFFEE,)))
+    now = await leases.acquire(Selection(resource_ids=(PRINTER,)), LeaseTerms(wait=30), BOB)
     assert isinstance(now, Lease)
-    tagged = await leases.acquire(Want(tags=("nrf52",), count=2), LeaseTerms(wait=30), BOB)
+    tagged = await leases.acquire(Selection(tags=("nrf52",), count=2), LeaseTerms(wait=30), BOB)
     assert isinstance(tagged, Lease)
-    at_once = await leases.acquire(Want(resource_ids=(ANOTHER,)), LeaseTerms(), CAROL)
+    at_once = await leases.acquire(Selection(resource_ids=(ANOTHER,)), LeaseTerms(), CAROL)
     assert isinstance(at_once, Lease)
 
 

@@ -10,7 +10,7 @@ from rentabot.domain.model import (
     MAX_ID,
     Holder,
     Resource,
-    Selector,
+    V1Selection,
     is_plausible_text,
     parse_resource_id,
     split_tags,
@@ -53,9 +53,9 @@ def test_parse_resource_id_never_raises_and_stays_in_range(text: str) -> None:
 
 def test_v1_criteria_priority_is_id_then_name_then_tags() -> None:
     """A non-empty id wins over a name, which wins over tags; nothing usable gives None."""
-    assert v1_criteria_selector(["3"], ["x"], ["t"]) == Selector(resource_id=3, raw_id="3")
-    assert v1_criteria_selector([""], ["x"], ["t"]) == Selector(name="x")
-    assert v1_criteria_selector([], [""], ["t", "u"]) == Selector(tags=("t", "u"))
+    assert v1_criteria_selector(["3"], ["x"], ["t"]) == V1Selection(resource_id=3, raw_id="3")
+    assert v1_criteria_selector([""], ["x"], ["t"]) == V1Selection(name="x")
+    assert v1_criteria_selector([], [""], ["t", "u"]) == V1Selection(tags=("t", "u"))
     assert v1_criteria_selector([], [], []) is None
     assert v1_criteria_selector([""], [""], []) is None
 
@@ -63,7 +63,7 @@ def test_v1_criteria_priority_is_id_then_name_then_tags() -> None:
 def test_an_unparseable_id_still_selects_by_id() -> None:
     """`?id=abc` is an id lookup that finds nothing, not a fall-through to the name."""
     selector = v1_criteria_selector(["abc"], ["coffee"], [])
-    assert selector == Selector(raw_id="abc")
+    assert selector == V1Selection(raw_id="abc")
     assert selector is not None
     assert selector.resource_id is None
     assert selector.name is None
@@ -72,9 +72,9 @@ def test_an_unparseable_id_still_selects_by_id() -> None:
 def test_selector_names_exactly_one_criterion() -> None:
     """A selector with two criteria, or none at all, is a programming error."""
     with pytest.raises(ValueError, match="exactly one"):
-        Selector(resource_id=1, name="x")
+        V1Selection(resource_id=1, name="x")
     with pytest.raises(ValueError, match="exactly one"):
-        Selector()
+        V1Selection()
 
 
 def test_split_tags_keeps_order_and_drops_duplicates() -> None:

@@ -32,7 +32,7 @@ from rentabot.domain.errors import (
     RequestIdConflictError,
     UnauthenticatedError,
 )
-from rentabot.domain.model import Resource, Selector
+from rentabot.domain.model import Resource, V1Selection
 from rentabot.interfaces.responses import json_response
 
 log = logging.getLogger("rentabot")
@@ -82,7 +82,7 @@ def v1_error(
         )
     if isinstance(error, NotFoundError):
         selector = error.selector
-        if not isinstance(selector, Selector):
+        if not isinstance(selector, V1Selection):
             return json_response(404, {"message": error.message})
         if selector.tags:
             return json_response(404, {"message": error.message, "tags": list(selector.tags)})
@@ -99,7 +99,7 @@ def v1_error(
             }
         else:
             resource_id = (
-                error.selector.resource_id if isinstance(error.selector, Selector) else None
+                error.selector.resource_id if isinstance(error.selector, V1Selection) else None
             )
             body = {"id": resource_id, "name": None, "tags": None}
         return json_response(403, {"message": error.message, **body})

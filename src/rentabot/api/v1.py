@@ -21,7 +21,7 @@ from rentabot.domain.errors import (
     RentabotError,
 )
 from rentabot.domain.identity import Principal
-from rentabot.domain.model import MAX_ID, Grant, Selector, v1_criteria_selector
+from rentabot.domain.model import MAX_ID, V1Lock, V1Selection, v1_criteria_selector
 from rentabot.interfaces.auth import LOCK, READ, guard
 from rentabot.interfaces.responses import json_response
 from rentabot.interfaces.runtime import Runtime, runtime, still_there
@@ -50,8 +50,8 @@ def _path_id(request: Request) -> int:
     if not 0 < resource_id <= MAX_ID:
         if resource_id > MAX_ID:  # it cannot name a resource: echoed as sent, like `?id=`
             raw = request.scope["path"].rsplit("/resources/", 1)[1].partition("/")[0]
-            raise NotFoundError(Selector(raw_id=raw))
-        raise NotFoundError(Selector(resource_id=resource_id))
+            raise NotFoundError(V1Selection(raw_id=raw))
+        raise NotFoundError(V1Selection(resource_id=resource_id))
     return resource_id
 
 
@@ -84,7 +84,7 @@ def _wait(request: Request) -> float:
     return value
 
 
-def _locked(grant: Grant) -> Response:
+def _locked(grant: V1Lock) -> Response:
     # The caller is the holder: its own answer shows the real token.
     body = v1_resource(grant.resource, grant.token)
     return json_response(
@@ -142,7 +142,7 @@ async def lock_by_id(request: Request, principal: Principal) -> Response:
             # The original answers a lock of id 0 with a bare 400.
             raise InvalidRequestError("resource ids start at 1")
         grant = await app.locks.lock(
-            Selector(resource_id=_path_id(request)),
+            V1Selection(resource_id=_path_id(request)),
             principal,
             ttl=_ttl(request),
             wait=_wait(request),

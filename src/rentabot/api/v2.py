@@ -132,7 +132,7 @@ async def acquire(
     got; 409 `request_id_conflict` if it asked for something else. 404 when nothing (or not
     enough) matches, 409 when held and not granted in time, 429 when the queue is full."""
     outcome = await app.leases.acquire(
-        body.select.want(),
+        body.select.selection(),
         LeaseTerms(
             ttl=body.ttl,
             wait=body.wait,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, cast
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from rentabot.domain.identity import ApiKey, Principal
-from rentabot.domain.model import MAX_ID, Event, Lease, Resource, Ticket, Want, unstorable
+from rentabot.domain.model import MAX_ID, Event, Lease, Resource, Selection, Ticket, unstorable
 
 
 def _storable(value: str) -> str:
@@ -50,9 +50,9 @@ class Select(Strict):
             raise ValueError("tags and count select among all resources; not with ids or names")
         return self
 
-    def want(self) -> Want:
+    def selection(self) -> Selection:
         """The domain's view of this selection."""
-        return Want(
+        return Selection(
             resource_ids=tuple(self.ids),
             names=tuple(self.names),
             tags=tuple(self.tags),

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rentabot.domain.model import Resource, Selector, Want
+    from rentabot.domain.model import Resource, Selection, V1Selection
 
 
 class RentabotError(Exception):
@@ -97,7 +97,7 @@ class NotFoundError(RentabotError):
     code = "not_found"
 
     def __init__(
-        self, selector: Selector | Want | None = None, message: str = "Resource not found"
+        self, selector: V1Selection | Selection | None = None, message: str = "Resource not found"
     ) -> None:
         super().__init__(message)
         self.selector = selector
@@ -118,7 +118,7 @@ class BusyError(RentabotError):
 
     code = "busy"
 
-    def __init__(self, selector: Selector | Want) -> None:
+    def __init__(self, selector: V1Selection | Selection) -> None:
         super().__init__("Cannot lock the requested resource, resource(s) already locked")
         self.selector = selector
 
@@ -129,7 +129,9 @@ class NotGrantedError(BusyError):
 
     code = "not_granted"
 
-    def __init__(self, selector: Selector | Want, reason: str, position: int | None = None) -> None:
+    def __init__(
+        self, selector: V1Selection | Selection, reason: str, position: int | None = None
+    ) -> None:
         RentabotError.__init__(self, f"Not granted: the request {reason.replace('_', ' ')}")
         self.selector = selector
         self.reason = reason

@@ -101,8 +101,9 @@ class Resource:
 
 
 @dataclass(frozen=True, slots=True)
-class Selector:
-    """Which resource a lock request wants: one id, one name, or every one of some tags.
+class V1Selection:
+    """What a lock request of the original API asks for: one resource, by id, by name, or
+    carrying every one of some tags.
 
     `raw_id` keeps the id as the client wrote it (`?id=007`), for answers that echo it.
     """
@@ -119,9 +120,10 @@ class Selector:
 
 
 @dataclass(frozen=True, slots=True)
-class Want:
-    """What a v2 lock request asks for: these ids, these names, or `count` resources that
-    carry every one of `tags` (no tags: any resources). Granted all together or not at all."""
+class Selection:
+    """What a v2 lock request asks for (its `select`): these ids, these names, or `count`
+    resources that carry every one of `tags` (no tags: any resources). Granted all together
+    or not at all."""
 
     resource_ids: tuple[int, ...] = ()
     names: tuple[str, ...] = ()
@@ -134,7 +136,7 @@ class Want:
         if self.count < 1:
             raise ValueError("count must be at least 1")
 
-    def selection(self) -> str:
+    def canonical(self) -> str:
         """What is asked, in one canonical text: two requests ask for the same thing exactly
         when their selections are equal (order and repetitions do not matter)."""
         if self.resource_ids:
@@ -197,15 +199,15 @@ class Ticket:
     lease_id: int | None
     #: Who asked: a key's or a user's name; None for an anonymous caller.
     principal: str | None = None
-    #: What was asked (`Want.selection`), when it came with a request id.
-    selection: str | None = None
+    #: What was asked (`Selection.canonical`), when it came with a request id.
+    asked: str | None = None
 
     @property
-    def want(self) -> Want:
+    def selection(self) -> Selection:
         """What it asks for."""
         if self.resource_ids is not None:
-            return Want(resource_ids=self.resource_ids, count=len(self.resource_ids))
-        return Want(tags=self.tags, count=self.count)
+            return Selection(resource_ids=self.resource_ids, count=len(self.resource_ids))
+        return Selection(tags=self.tags, count=self.count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +224,9 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
-class Grant:
-    """A lock just granted: the secret token and the resource it holds."""
+class V1Lock:
+    """A lock of the original API, just granted: one resource held by a lease, with the
+    lease's secret token and the grant's fence."""
 
     token: str
     lease_id: int
@@ -245,19 +248,19 @@ def parse_resource_id(text: str) -> int | None:
     return value if 0 < value <= MAX_ID else None
 
 
-def v1_criteria_selector(ids: list[str], names: list[str], tags: list[str]) -> Selector | None:
+def v1_criteria_selector(ids: list[str], names: list[str], tags: list[str]) -> V1Selection | None:
     """The original's `POST …/resources/lock` rule: a non-empty id wins over a name over tags.
 
     Returns None when none of them is usable (the original's 400 Bad Request).
     """
     raw_id = next(iter(ids), "")
     if raw_id:
-        return Selector(resource_id=parse_resource_id(raw_id), raw_id=raw_id)
+        return V1Selection(resource_id=parse_resource_id(raw_id), raw_id=raw_id)
     name = next(iter(names), "")
     if name:
-        return Selector(name=name)
+        return V1Selection(name=name)
     if tags:
-        return Selector(tags=tuple(tags))
+        return V1Selection(tags=tuple(tags))
     return None
 
 

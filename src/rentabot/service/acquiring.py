@@ -18,7 +18,7 @@ from rentabot.domain.errors import (
     RequestIdConflictError,
 )
 from rentabot.domain.identity import Principal
-from rentabot.domain.model import Lease, Selector, Ticket, Want, is_plausible_text
+from rentabot.domain.model import Lease, Selection, Ticket, V1Selection, is_plausible_text
 from rentabot.service.granting import (
     LeasePolicy,
     current,
@@ -54,30 +54,30 @@ class LeaseTerms:
 
 
 #: Turns a request into its need, and the selector its errors name.
-Resolver = Callable[[Store], tuple[Need, Selector | Want]]
+Resolver = Callable[[Store], tuple[Need, V1Selection | Selection]]
 
 
-def want_resolver(want: Want) -> Resolver:
+def selection_resolver(selection: Selection) -> Resolver:
     """Resolve a v2 selection: names to ids, and check that enough resources exist."""
 
-    def resolve(store: Store) -> tuple[Need, Selector | Want]:
-        if want.names:
-            if not all(is_plausible_text(name) for name in want.names):
-                raise NotFoundError(want, "No resource has that name")
-            found = store.resource_ids_by_name(want.names)
-            missing = [name for name in want.names if name not in found]
+    def resolve(store: Store) -> tuple[Need, V1Selection | Selection]:
+        if selection.names:
+            if not all(is_plausible_text(name) for name in selection.names):
+                raise NotFoundError(selection, "No resource has that name")
+            found = store.resource_ids_by_name(selection.names)
+            missing = [name for name in selection.names if name not in found]
             if missing:
-                raise NotFoundError(want, f"No resource named {', '.join(missing)}")
+                raise NotFoundError(selection, f"No resource named {', '.join(missing)}")
             ids = tuple(sorted(set(found.values())))
-            return Need(ids, (), len(ids)), want
-        if want.resource_ids:
+            return Need(ids, (), len(ids)), selection
+        if selection.resource_ids:
             # Existence is checked only if they cannot be granted (see `acquire`).
-            ids = tuple(sorted(set(want.resource_ids)))
-            return Need(ids, (), len(ids)), want
-        if not all(is_plausible_text(tag) for tag in want.tags):
-            raise NotFoundError(want, "No resource carries those tags")
+            ids = tuple(sorted(set(selection.resource_ids)))
+            return Need(ids, (), len(ids)), selection
+        if not all(is_plausible_text(tag) for tag in selection.tags):
+            raise NotFoundError(selection, "No resource carries those tags")
         # Whether enough exist is checked only if they cannot be granted (see `acquire`).
-        return Need(None, tuple(sorted(set(want.tags))), want.count), want
+        return Need(None, tuple(sorted(set(selection.tags))), selection.count), selection
 
     return resolve
 
@@ -89,8 +89,8 @@ class Acquisition:
     resolve: Resolver
     terms: LeaseTerms
     principal: Principal
-    #: What is asked (`Want.selection`), for replays; None for v1 locks (no request ids).
-    selection: str | None
+    #: What is asked (`Selection.canonical`), for replays; None for v1 locks (no request ids).
+    asked: str | None
     policy: LeasePolicy
     now: float
     token: str
@@ -111,7 +111,7 @@ class Acquisition:
             ttl=self.policy.lease_ttl(self.terms.ttl),
             request_id=self.terms.request_id,
             principal=self.principal.subject,
-            selection=self.selection if self.terms.request_id is not None else None,
+            asked=self.asked if self.terms.request_id is not None else None,
         )
 
     def run(self, store: Store) -> tuple[Lease | Queued, list[int]]:
@@ -166,7 +166,7 @@ class Acquisition:
             ended_at=None,
             lease_id=None,
             principal=self.principal.name,
-            selection=self.selection if terms.request_id is not None else None,
+            asked=self.asked if terms.request_id is not None else None,
         )
         ticket_id = store.insert_ticket(ticket)
         queued = replace(ticket, id=ticket_id)
@@ -198,7 +198,7 @@ class Acquisition:
         subject = self.principal.subject
         ticket = store.ticket_by_request_id(subject, request_id)
         if ticket is not None:
-            self._check_same(request_id, ticket.selection, ticket.owner)
+            self._check_same(request_id, ticket.asked, ticket.owner)
             return ticket_outcome(store, ticket)
         row = store.lease_by_request_id(subject, request_id)
         if row is None:
@@ -206,8 +206,8 @@ class Acquisition:
         self._check_same(request_id, store.lease_selection(row.id), row.owner)
         return current(store, row)
 
-    def _check_same(self, request_id: str, selection: str | None, owner: str | None) -> None:
-        if selection != self.selection:
+    def _check_same(self, request_id: str, asked: str | None, owner: str | None) -> None:
+        if asked != self.asked:
             raise RequestIdConflictError(
                 f"request id {request_id!r} was already used for another selection;"
                 " use a new request id for a new request"
@@ -228,15 +228,15 @@ def ticket_outcome(store: Store, ticket: Ticket) -> Lease | Queued:
         return current(store, row)
     if ticket.state == "waiting":
         return Queued(ticket, places(store.waiting_tickets(QUEUE_SCAN)).get(ticket.id))
-    raise NotGrantedError(ticket.want, ticket.state)
+    raise NotGrantedError(ticket.selection, ticket.state)
 
 
-def _check_exists(store: Store, need: Need, selector: Selector | Want) -> None:
+def _check_exists(store: Store, need: Need, selector: V1Selection | Selection) -> None:
     """What cannot be granted now must at least exist, or it could never be: explicit
     resources, or enough resources with the tags (NotFoundError otherwise).
 
     Checked only on this path, so a lock that succeeds pays no extra query."""
-    v1 = isinstance(selector, Selector)
+    v1 = isinstance(selector, V1Selection)
     if need.resource_ids is None:
         existing = store.count_visible_with_tags(need.tags, need.count)
         if existing >= need.count:

@@ -9,7 +9,7 @@ from functools import partial
 
 from rentabot.domain.errors import AlreadyReleasedError, NotFoundError
 from rentabot.domain.identity import Principal
-from rentabot.domain.model import Event, Resource, Selector
+from rentabot.domain.model import Event, Resource, V1Selection
 from rentabot.service.leases import LeaseService
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
@@ -67,7 +67,7 @@ class AdminService:
     async def _resource(self, resource_id: int) -> Resource:
         resource = await self._database.read(lambda store: store.resource(resource_id))
         if resource is None:
-            raise NotFoundError(Selector(resource_id=resource_id))
+            raise NotFoundError(V1Selection(resource_id=resource_id))
         return resource
 
     def _set_maintenance(
@@ -75,7 +75,7 @@ class AdminService:
     ) -> None:
         now = self._leases.now()
         if not store.set_maintenance(resource_id, on, now):
-            raise NotFoundError(Selector(resource_id=resource_id))
+            raise NotFoundError(V1Selection(resource_id=resource_id))
         store.add_event(
             now,
             "maintenance_on" if on else "maintenance_off",
@@ -91,7 +91,7 @@ class AdminService:
         ended = store.end_lease_holding(resource_id, now, "force_released")
         if ended is None:
             if store.resource(resource_id) is None:
-                raise NotFoundError(Selector(resource_id=resource_id))
+                raise NotFoundError(V1Selection(resource_id=resource_id))
             raise AlreadyReleasedError(resource_id)
         lease_id, freed = ended
         for freed_id in freed:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from rentabot.domain.allocation import TtlError, lease_expiry
 from rentabot.domain.errors import BusyError, InvalidRequestError, NotFoundError
-from rentabot.domain.model import Holder, Lease, Resource, Selector, Ticket, Want
+from rentabot.domain.model import Holder, Lease, Resource, Selection, Ticket, V1Selection
 from rentabot.service.queue import QUEUE_SCAN, plan
 from rentabot.storage.leases import NewLease
 from rentabot.storage.store import Store
@@ -107,7 +107,7 @@ def claim(store: Store, resource_id: int, holder: Holder, now: float) -> Resourc
 
 
 def lease_all(
-    store: Store, resource_ids: Sequence[int], selector: Selector | Want, lease: NewLease
+    store: Store, resource_ids: Sequence[int], selector: V1Selection | Selection, lease: NewLease
 ) -> Lease:
     """Give these resources to a new lease, all of them or none (BusyError, NotFoundError).
 
@@ -146,7 +146,7 @@ def grant_ticket(
     lease = lease_all(
         store,
         resource_ids,
-        ticket.want,
+        ticket.selection,
         NewLease(
             token=ticket.token,
             acquired_at=now,
@@ -156,7 +156,7 @@ def grant_ticket(
             ttl=policy.lease_ttl(ticket.ttl),
             request_id=ticket.request_id,
             principal=ticket.principal or "",
-            selection=ticket.selection,
+            asked=ticket.asked,
         ),
     )
     store.end_ticket(ticket.id, now, "granted", lease.id)

@@ -25,8 +25,8 @@ from rentabot.domain.errors import (
     RentabotError,
 )
 from rentabot.domain.identity import Principal, holds
-from rentabot.domain.model import Lease, Ticket, Want
-from rentabot.service.acquiring import Acquisition, LeaseTerms, Queued, Resolver, want_resolver
+from rentabot.domain.model import Lease, Selection, Ticket
+from rentabot.service.acquiring import Acquisition, LeaseTerms, Queued, Resolver, selection_resolver
 from rentabot.service.granting import LeasePolicy, current, serve_queue, with_resources
 from rentabot.service.queue import QUEUE_SCAN, Wakeups, places
 from rentabot.service.waiting import Clock, StillThere, Waiting, own_ticket
@@ -118,12 +118,12 @@ class LeaseService:
 
     async def acquire(
         self,
-        want: Want,
+        selection: Selection,
         terms: LeaseTerms,
         principal: Principal,
         still_there: StillThere | None = None,
     ) -> Lease | Queued:
-        """Lease what `want` asks for, all or nothing, waiting up to `terms.wait` seconds
+        """Lease what `selection` asks for, all or nothing, waiting up to `terms.wait` seconds
         (at most `policy.long_poll` in this call: then the ticket comes back to poll with).
 
         Raises NotFoundError (nothing, or not enough, matches), BusyError (held, and no wait
@@ -133,7 +133,7 @@ class LeaseService:
         request, answers what that call got instead.
         """
         return await self.acquire_resolved(
-            want_resolver(want), terms, principal, want.selection(), still_there
+            selection_resolver(selection), terms, principal, selection.canonical(), still_there
         )
 
     async def acquire_resolved(
@@ -141,7 +141,7 @@ class LeaseService:
         resolve: Resolver,
         terms: LeaseTerms,
         principal: Principal,
-        selection: str | None = None,
+        asked: str | None = None,
         still_there: StillThere | None = None,
     ) -> Lease | Queued:
         """`acquire` with a resolver of the caller's (the v1 API resolves its own way)."""
@@ -150,7 +150,7 @@ class LeaseService:
             resolve=resolve,
             terms=terms,
             principal=principal,
-            selection=selection,
+            asked=asked,
             policy=self.policy,
             now=self._clock(),
             token=self._new_token(),

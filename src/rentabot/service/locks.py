@@ -18,7 +18,7 @@ from rentabot.domain.errors import (
     RentabotError,
 )
 from rentabot.domain.identity import Principal
-from rentabot.domain.model import Grant, Lease, Resource, Selector, Want, is_plausible_text
+from rentabot.domain.model import Lease, Resource, Selection, V1Lock, V1Selection, is_plausible_text
 from rentabot.service.leases import LeaseService, LeaseTerms, Queued, StillThere
 from rentabot.service.queue import Need
 from rentabot.storage.database import Database
@@ -49,7 +49,7 @@ class LockService:
         """One resource. Raises NotFoundError."""
         resource = await self._database.read(lambda store: store.resource(resource_id))
         if resource is None:
-            raise NotFoundError(Selector(resource_id=resource_id))
+            raise NotFoundError(V1Selection(resource_id=resource_id))
         return resource
 
     async def holder_tokens(self, resource_ids: list[int]) -> dict[int, str]:
@@ -59,13 +59,13 @@ class LockService:
 
     async def lock(
         self,
-        selector: Selector,
+        selector: V1Selection,
         principal: Principal,
         *,
         ttl: float | None = None,
         wait: float = 0.0,
         still_there: StillThere | None = None,
-    ) -> Grant:
+    ) -> V1Lock:
         """Lock the first free resource the selector matches (lowest id first).
 
         Without `wait`, a held resource answers BusyError at once; with it, the request
@@ -95,7 +95,7 @@ class LockService:
             with suppress(RentabotError):
                 await self._leases.cancel(outcome.ticket.id, outcome.ticket.token, principal)
             raise BusyError(selector)
-        return _grant(outcome)
+        return _v1_lock(outcome)
 
     async def unlock(self, resource_id: int, token: str | None, principal: Principal) -> None:
         """Release a resource held with `token`; answered once committed.
@@ -106,7 +106,7 @@ class LockService:
         await self._leases.serve_queue(partial(self._unlock, resource_id, token, principal))
 
     @staticmethod
-    def _need(selector: Selector, store: Store) -> tuple[Need, Selector | Want]:
+    def _need(selector: V1Selection, store: Store) -> tuple[Need, V1Selection | Selection]:
         """The original's resolution: an id, a name, or tags (every one must match)."""
         if selector.resource_id is not None:
             # Existence is checked only if it cannot be granted (LeaseService._acquire).
@@ -141,7 +141,7 @@ class LockService:
         if lease_id is None or not store.release(resource_id, lease_id, now):
             resource = store.resource(resource_id)
             if resource is None:
-                raise NotFoundError(Selector(resource_id=resource_id))
+                raise NotFoundError(V1Selection(resource_id=resource_id))
             if not resource.locked:
                 raise AlreadyReleasedError(resource_id)
             raise NotHolderError(resource, token)
@@ -151,6 +151,6 @@ class LockService:
         )
 
 
-def _grant(lease: Lease) -> Grant:
+def _v1_lock(lease: Lease) -> V1Lock:
     (resource,) = lease.resources
-    return Grant(lease.token, lease.id, resource.fence, resource)
+    return V1Lock(lease.token, lease.id, resource.fence, resource)

@@ -114,7 +114,7 @@ class Waiting:
         timed_out, woken = await self._database.write(partial(self._end_waiting, ticket.id))
         self.wakeups.wake(woken)
         if timed_out:
-            raise NotGrantedError(ticket.want, "timed_out", queued.position)
+            raise NotGrantedError(ticket.selection, "timed_out", queued.position)
         return await self.status(ticket.id, token, principal)
 
     def _touch(

@@ -48,8 +48,8 @@ class NewLease:
     request_id: str | None = None
     #: '' for an anonymous caller.
     principal: str = ""
-    #: What was asked (`Want.selection`), kept when a request id is given.
-    selection: str | None = None
+    #: What was asked (`Selection.canonical`), kept when a request id is given.
+    asked: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class LeaseRecords(Statements):
                 lease.ttl,
                 lease.request_id,
                 lease.principal,
-                lease.selection,
+                lease.asked,
             ),
         ).fetchone()
         lease_id: int = row[0]

@@ -42,7 +42,7 @@ def _ticket(row: Sequence[Any]) -> Ticket:
         ended_at=row[14],
         lease_id=row[15],
         principal=row[16] or None,
-        selection=row[17],
+        asked=row[17],
     )
 
 
@@ -84,7 +84,7 @@ class TicketRecords(Statements):
                 ticket.last_seen_at,
                 ticket.state,
                 ticket.principal or "",
-                ticket.selection,
+                ticket.asked,
             ),
         ).fetchone()
         ticket_id: int = row[0]
