@@ -57,11 +57,15 @@ CLIENTS = 12
 SEED = int(os.environ.get("HISTORY_SEED", random.randrange(2**32)))
 
 
-def start(servers: list[Server], tmp_path: Path, env: dict[str, str] | None = None) -> Server:
+def start(
+    servers: list[Server], tmp_path: Path, env: dict[str, str] | None = None, workers: int = 1
+) -> Server:
     """A server on this test's database and descriptor (a restart reuses both), with ENV
-    and `env`."""
+    and `env`, and `workers` worker processes."""
     descriptor = write_descriptor(tmp_path / "resources.yml", RESOURCES)
-    server = Server(tmp_path / "rentabot.db", descriptor, env={**ENV, **(env or {})})
+    server = Server(
+        tmp_path / "rentabot.db", descriptor, workers=workers, env={**ENV, **(env or {})}
+    )
     servers.append(server)
     return server.start()
 
@@ -219,14 +223,18 @@ CLEAN_RUN_MINIMUM = {
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    ("keyed", "seconds"), [(False, 15.0), (True, 6.0)], ids=["anonymous", "keyed"]
+    ("keyed", "processes", "seconds"),
+    [(False, 1, 15.0), (True, 2, 8.0)],
+    ids=["anonymous-1-worker", "keyed-2-workers"],
 )
 def test_twelve_clients_never_share_a_resource_and_every_lease_is_accounted_for(
-    tmp_path: Path, servers: list[Server], keyed: bool, seconds: float
+    tmp_path: Path, servers: list[Server], keyed: bool, processes: int, seconds: float
 ) -> None:
-    """15 s of 12 random clients (6 s with a lock key on every request, anonymous callers
-    refused): no double grant, fences in order, no lease lost or leaked."""
-    server = start(servers, tmp_path, {"RENTABOT_ANONYMOUS_ROLE": "none"} if keyed else None)
+    """15 s of 12 random clients on one worker process; 8 s on two worker processes sharing
+    the database, with a lock key on every request (anonymous callers refused): no double
+    grant, fences in order, no lease lost or leaked."""
+    env = {"RENTABOT_ANONYMOUS_ROLE": "none"} if keyed else None
+    server = start(servers, tmp_path, env, processes)
     headers = None
     if keyed:
         assert httpx.get(f"{server.url}/api/v2/resources").status_code == 401
