@@ -53,10 +53,6 @@ class Holder:
     #: Who took it: a key's or a user's name; None for an anonymous caller.
     principal: str | None = None
 
-    def columns(self) -> tuple[int, str | None, float, float | None, str]:
-        """As the store's holder columns (lease id, owner, acquired, expires, principal)."""
-        return (self.lease_id, self.owner, self.acquired_at, self.expires_at, self.principal or "")
-
 
 @dataclass(frozen=True, slots=True)
 class Resource:

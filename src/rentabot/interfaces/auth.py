@@ -36,27 +36,35 @@ _PRINCIPAL = "rentabot.principal"
 async def identify(request: Request) -> Principal:
     """Who sent the request (worked out once per request). Raises UnauthenticatedError for
     an API key that is unknown or revoked."""
-    known = request.scope.get(_PRINCIPAL)
+    scope = request.scope
+    known = scope.get(_PRINCIPAL)
     if known is not None:
         return cast(Principal, known)
     identity = runtime(request).identity
-    headers = request.headers
-    key = headers.get("x-api-key")
+    # One pass over the raw headers: this runs on every request, the lock path included.
+    key: bytes | None = None
+    cookie = False
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            key = value
+        elif name == b"cookie":
+            cookie = True
     principal: Principal | None = None
     if key is not None:
-        principal = await identity.authenticate_key(key)
+        principal = await identity.authenticate_key(key.decode("latin-1"))
     else:
-        if "cookie" in headers:
+        if cookie:
             session = request.cookies.get(SESSION_COOKIE)
             if session:
                 principal = await identity.session(session)
         proxy = identity.proxy
         if principal is None and proxy.header is not None:
+            headers = request.headers
             groups = headers.get(proxy.groups_header) if proxy.groups_header else None
             principal = proxy.principal(_peer(request), headers.get(proxy.header), groups)
     if principal is None:
         principal = identity.anonymous
-    request.scope[_PRINCIPAL] = principal
+    scope[_PRINCIPAL] = principal
     return principal
 
 

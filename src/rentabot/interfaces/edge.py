@@ -32,11 +32,19 @@ def _answer(scope: Scope, error: RentabotError, status: int) -> Any:
 
 
 class EdgeGuard:
-    """Refuses oversized bodies and NUL characters in query strings (see the module)."""
+    """Refuses oversized bodies and NUL characters in query strings (see the module).
+
+    Not FastAPI's own `max_body_size`: on the lock path every microsecond counts, and this
+    one builds nothing per request (a body with a Content-Length within the limit cannot grow
+    past it: the server reads no more than that), and its answer names the setting."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self._too_large = PayloadTooLargeError(
+            f"the request body is larger than {max_body_bytes} bytes (RENTABOT_MAX_BODY_BYTES)"
+        )
+        self._nul = InvalidRequestError("the query must not contain a NUL character (%00)")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,20 +52,24 @@ class EdgeGuard:
             return
         query: bytes = scope.get("query_string", b"")
         if query and b"%00" in query:
-            error = InvalidRequestError("the query must not contain a NUL character (%00)")
-            await _answer(scope, error, 422)(scope, receive, send)
+            await _answer(scope, self._nul, 422)(scope, receive, send)
             return
         limit = self.max_body_bytes
-        too_large = PayloadTooLargeError(
-            f"the request body is larger than {limit} bytes (RENTABOT_MAX_BODY_BYTES)"
-        )
+        streamed = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
-                    await _answer(scope, too_large, 413)(scope, receive, send)
+                    await _answer(scope, self._too_large, 413)(scope, receive, send)
                     return
                 break
+            if name == b"transfer-encoding":
+                streamed = True
+        if not streamed:
+            # Within its Content-Length, or no body at all: nothing more to watch.
+            await self.app(scope, receive, send)
+            return
         received = 0
+        message_text = self._too_large.message
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -67,7 +79,7 @@ class EdgeGuard:
                 if received > limit:
                     # Raised into the route reading the body; the app's error handlers
                     # answer it like any HTTP error (api/errors.py).
-                    raise HTTPException(413, too_large.message)
+                    raise HTTPException(413, message_text)
             return message
 
         await self.app(scope, limited_receive, send)

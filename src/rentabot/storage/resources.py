@@ -33,13 +33,10 @@ def _properties(text: str | None) -> Mapping[str, str]:
     return loaded
 
 
-def resource_of(row: Sequence[Any]) -> Resource:
-    """A resource from `RESOURCE_COLUMNS` (or its first eight, without a holder)."""
-    holder = (
-        Holder(row[8], row[9], row[10], row[11], row[12] or None)
-        if len(row) > 8 and row[8]
-        else None
-    )
+def resource_of(row: Sequence[Any], holder: Holder | None = None) -> Resource:
+    """A resource from `RESOURCE_COLUMNS`, or from its first eight and the `holder` given."""
+    if holder is None and len(row) > 8 and row[8]:
+        holder = Holder(row[8], row[9], row[10], row[11], row[12] or None)
     return Resource(
         id=row[0],
         name=row[1],
@@ -203,7 +200,7 @@ class ResourceRecords(Statements):
             " fence",
             (lease.lease_id, now, resource_id),
         ).fetchone()
-        return resource_of((*row, *lease.columns())) if row else None
+        return resource_of(row, lease) if row else None
 
     def set_maintenance(self, resource_id: int, on: bool, now: float) -> bool:
         """Turn maintenance on or off for a visible resource. False when it does not exist:
