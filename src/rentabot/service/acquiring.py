@@ -96,6 +96,12 @@ class Acquisition:
     token: str
 
     @property
+    def kept_asked(self) -> str | None:
+        """What is asked, as recorded with the lease or ticket: only with a request id, the
+        only thing a replay compares it for."""
+        return self.asked if self.terms.request_id is not None else None
+
+    @property
     def owner(self) -> str | None:
         """The lease's owner: as asked, else the principal's name."""
         return self.terms.owner if self.terms.owner is not None else self.principal.name
@@ -111,7 +117,7 @@ class Acquisition:
             ttl=self.policy.lease_ttl(self.terms.ttl),
             request_id=self.terms.request_id,
             principal=self.principal.subject,
-            asked=self.asked if self.terms.request_id is not None else None,
+            asked=self.kept_asked,
         )
 
     def run(self, store: Store) -> tuple[Lease | Queued, list[int]]:
@@ -166,7 +172,7 @@ class Acquisition:
             ended_at=None,
             lease_id=None,
             principal=self.principal.name,
-            asked=self.asked if terms.request_id is not None else None,
+            asked=self.kept_asked,
         )
         ticket_id = store.insert_ticket(ticket)
         queued = replace(ticket, id=ticket_id)
