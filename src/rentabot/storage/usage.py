@@ -16,7 +16,6 @@ from rentabot.domain.model import Event, Resource
 from rentabot.domain.usage import HISTORY_KINDS, LeaseStart
 from rentabot.storage.resources import (
     RESOURCE_COLUMNS,
-    RESOURCES_WITH_HOLDERS,
     VISIBLE,
     resource_of,
 )
@@ -89,7 +88,8 @@ class UsageRecords(Statements):
         )
         rows = self._run(
             f"SELECT t.tag, {RESOURCE_COLUMNS} FROM resource_tags t"
-            f" JOIN {RESOURCES_WITH_HOLDERS} ON r.id = t.resource_id {where}"
+            " JOIN resources r ON r.id = t.resource_id LEFT JOIN leases l ON l.id = r.lease_id"
+            f" {where}"
             " ORDER BY t.tag, r.id",
             params,
         ).fetchall()
