@@ -257,3 +257,29 @@ def test_estimates_never_decrease_down_a_single_pool_queue(
     known = [s for s in served if s is not None]
     assert known == sorted(known)
     assert all(found[r.id] is None for r in queue if r.count > len(pool))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-DAY_S, 4 * DAY_S), st.floats(0, 2 * DAY_S)), max_size=10),
+    st.floats(1, DAY_S - 1),
+)
+def test_each_days_figure_is_the_union_of_holds_inside_that_day(
+    spans: list[tuple[float, float]], offset: float
+) -> None:
+    """Overlapping holds of two resources, a window not on a day boundary: every day's
+    fraction is the time covered inside that day's part of the window, resource by resource."""
+    until = T0 + 3 * DAY_S + offset
+    since = until - 3 * DAY_S
+    first = tuple(hold(T0 + a, T0 + a + length, i) for i, (a, length) in enumerate(spans))
+    second = first[::2]
+    figures = usage_figures([History(first, ()), History(second, ())], days=3, until=until)
+    assert len(figures.daily) == 4
+    for day in figures.daily:
+        start = max(since, (day.day - date(1970, 1, 1)).days * DAY_S)
+        end = min(until, start - start % DAY_S + DAY_S)
+        expected = sum(
+            union_length([(h.start or 0, h.end or until) for h in holds], start, end)
+            for holds in (first, second)
+        ) / (2 * (end - start))
+        assert abs(day.busy - expected) < 1e-9

@@ -196,16 +196,41 @@ def _hold_order(hold: HoldPeriod) -> tuple[float, int]:
 # ------------------------------------------------------------------------------ figures
 
 
+def merged(
+    intervals: Iterable[tuple[float, float]], start: float, end: float
+) -> list[tuple[float, float]]:
+    """The intervals clipped to [start, end) and merged where they overlap or touch, in
+    order: disjoint, so their lengths add up to the time covered."""
+    clipped = sorted((max(a, start), min(b, end)) for a, b in intervals if b > start and a < end)
+    found: list[tuple[float, float]] = []
+    for a, b in clipped:
+        if found and a <= found[-1][1]:
+            if b > found[-1][1]:
+                found[-1] = (found[-1][0], b)
+        else:
+            found.append((a, b))
+    return found
+
+
 def union_length(intervals: Iterable[tuple[float, float]], start: float, end: float) -> float:
     """Seconds of [start, end) covered by the intervals, overlaps counted once."""
-    clipped = sorted((max(a, start), min(b, end)) for a, b in intervals if b > start and a < end)
-    total, reach = 0.0, start
-    for a, b in clipped:
-        if b <= reach:
-            continue
-        total += b - max(a, reach)
-        reach = b
-    return total
+    return sum(b - a for a, b in merged(intervals, start, end))
+
+
+def _per_day(
+    disjoint: Sequence[tuple[float, float]], days: Sequence[tuple[date, float, float]]
+) -> list[float]:
+    """Seconds covered by the disjoint, ordered intervals inside each day: one pass over both."""
+    covered = [0.0] * len(days)
+    first = 0
+    for a, b in disjoint:
+        while first < len(days) and days[first][2] <= a:
+            first += 1
+        index = first
+        while index < len(days) and days[index][1] < b:
+            covered[index] += max(0.0, min(b, days[index][2]) - max(a, days[index][1]))
+            index += 1
+    return covered
 
 
 def hold_intervals(
@@ -298,13 +323,17 @@ def usage_figures(
     """
     since = until - days * DAY_S
     window = until - since
-    per_resource = [hold_intervals(h.holds, since, until) for h in histories]
+    day_parts = utc_days(since, until)
     count = len(histories)
-    held = sum(union_length(intervals, since, until) for intervals in per_resource)
+    held, per_day = 0.0, [0.0] * len(day_parts)
+    for history in histories:
+        disjoint = merged(hold_intervals(history.holds, since, until), since, until)
+        held += sum(b - a for a, b in disjoint)
+        per_day = [x + y for x, y in zip(per_day, _per_day(disjoint, day_parts), strict=True)]
     granted = [
         hold
-        for h in histories
-        for hold in h.holds
+        for history in histories
+        for hold in history.holds
         if hold.start is not None and hold.start >= since
     ]
     durations = [
@@ -313,16 +342,8 @@ def usage_figures(
         if hold.end is not None and hold.start is not None and hold.end <= until
     ]
     daily = tuple(
-        DayBusy(
-            day,
-            (
-                sum(union_length(intervals, start, end) for intervals in per_resource)
-                / (count * (end - start))
-                if count and end > start
-                else 0.0
-            ),
-        )
-        for day, start, end in utc_days(since, until)
+        DayBusy(day, covered / (count * (end - start)) if count and end > start else 0.0)
+        for (day, start, end), covered in zip(day_parts, per_day, strict=True)
     )
     return UsageFigures(
         days=days,

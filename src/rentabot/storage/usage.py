@@ -9,7 +9,8 @@ them by time (an index on (resource_id, at) would bound it further: see docs/per
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from rentabot.domain.model import Event, Resource
@@ -25,8 +26,15 @@ _KINDS = ", ".join(f"'{kind}'" for kind in HISTORY_KINDS)
 _EVENT_COLUMNS = "id, at, kind, resource_id, lease_id, actor, detail"
 
 
+#: The details of an event that has none (shared: events are read only).
+_NO_DETAIL: Mapping[str, object] = MappingProxyType({})
+#: Kinds whose detail a history reads (an owner, an expiry, a reason); others skip parsing.
+_DETAILED = frozenset({"granted", "force_released", "maintenance_on", "maintenance_off"})
+
+
 def _event(row: Sequence[Any]) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6] or "{}"))
+    detail = json.loads(row[6]) if row[6] and row[2] in _DETAILED else _NO_DETAIL
+    return Event(row[0], row[1], row[2], row[3], row[4], row[5], detail)
 
 
 class UsageRecords(Statements):
