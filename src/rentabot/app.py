@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rentabot import __version__
-from rentabot.api import docs, health, v1, v2
+from rentabot.api import docs, health, v1, v2, v2_usage
 from rentabot.api.errors import install_error_handlers
 from rentabot.domain.errors import DatabaseUnavailableError
 from rentabot.domain.identity import Role
@@ -24,6 +24,7 @@ from rentabot.service.health import HealthService
 from rentabot.service.identity import USAGE_FLUSH_S, IdentityService
 from rentabot.service.leases import Clock, LeasePolicy, LeaseService
 from rentabot.service.locks import LockService
+from rentabot.service.usage import UsageService
 from rentabot.settings import Settings
 from rentabot.storage import migrate
 from rentabot.web import routes as web
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 admin=AdminService(database, leases),
                 identity=identity,
                 subscribers=Subscribers(settings.max_stream_subscribers),
+                usage=UsageService(database, now),
             )
             database.listen(leases.wakeups.wake)
             tasks = [
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     # First in the table: the lock path should not be matched against /docs and friends.
     app.router.routes[:0] = v1.routes()
     app.include_router(v2.router)
+    app.include_router(v2_usage.router)
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(web.router)

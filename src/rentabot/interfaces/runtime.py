@@ -12,6 +12,7 @@ from rentabot.service.health import HealthService
 from rentabot.service.identity import IdentityService
 from rentabot.service.leases import LeaseService, StillThere
 from rentabot.service.locks import LockService
+from rentabot.service.usage import UsageService
 from rentabot.settings import Settings
 
 
@@ -45,6 +46,7 @@ class Runtime:
     admin: AdminService
     identity: IdentityService
     subscribers: Subscribers
+    usage: UsageService
 
 
 def runtime(request: Request) -> Runtime:

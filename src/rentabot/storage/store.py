@@ -12,11 +12,12 @@ from rentabot.storage.keys import KeyRecords
 from rentabot.storage.leases import LeaseRecords
 from rentabot.storage.resources import ResourceRecords, StoredResource
 from rentabot.storage.tickets import TicketRecords
+from rentabot.storage.usage import UsageRecords
 
 __all__ = ["Store", "StoredResource"]
 
 
-class Store(ResourceRecords, LeaseRecords, TicketRecords, EventRecords, KeyRecords):
+class Store(ResourceRecords, LeaseRecords, TicketRecords, EventRecords, KeyRecords, UsageRecords):
     """Typed SQL over one transaction."""
 
     def savepoint(self) -> None:
