@@ -39,7 +39,9 @@ log = logging.getLogger("rentabot")
 
 API_PREFIXES = ("/api/", "/rentabot/api/")
 #: Other paths whose errors are JSON: what machines read.
-JSON_PATHS = ("/healthz", "/openapi.json")
+JSON_PATHS = ("/healthz", "/health", "/readiness", "/openapi.json")
+#: Upstream rent-a-bot 1.x's prefix: its HTTP errors are FastAPI's `{"detail": …}`.
+UPSTREAM_PREFIX = "/api/v1/"
 
 #: Shown in `lock-token` instead of a holder's secret, unless RENTABOT_EXPOSE_LOCK_TOKENS is on.
 HIDDEN_TOKEN = "hidden"
@@ -184,6 +186,8 @@ async def _http_error(request: Request, error: Exception) -> Response:
         return json_response(
             error.status_code, {"error": {"code": code, "message": str(error.detail)}}, headers
         )
+    if request.url.path.startswith(UPSTREAM_PREFIX):
+        return json_response(error.status_code, {"detail": error.detail}, headers)
     if _is_api(request) or request.url.path.startswith(JSON_PATHS):
         return json_response(error.status_code, {"message": error.detail}, headers)
     page = _page_error(error.status_code, str(error.detail))
