@@ -103,6 +103,10 @@ async def _ttl(request: Request, cap: int) -> int:
         raise InvalidInputError(
             problem("finite_number", ("body", "ttl"), "Input should be a finite number", str(given))
         )
+    if isinstance(given, bool):  # FastAPI would take true for 1: surely not what was meant
+        raise InvalidInputError(
+            problem("int_type", ("body", "ttl"), "Input should be a valid integer", given)
+        )
     ttl = _integer(given, ("body", "ttl"))
     if ttl <= 0:
         raise InvalidInputError(
