@@ -18,6 +18,8 @@ from rentabot.settings import Settings
 from tests.support import postgres_schema, write_descriptor
 
 API = "/api/v1/resources"
+#: Upstream 1.0's words, as its server answers them (checked against 1.0 itself).
+BUSY = "Cannot lock the requested resource, resource is already locked"
 
 _TAGS = {
     1: "misc,first",
@@ -101,8 +103,7 @@ def test_get_unknown_or_non_integer_ids(api: TestClient) -> None:
     `1.0` names resource 1, as in 1.x."""
     missing = api.get(f"{API}/99")
     assert missing.status_code == 404
-    assert missing.json()["resource_id"] == 99
-    assert "message" in missing.json()
+    assert missing.json() == {"resource_id": 99, "message": "Resource not found"}
     bad = api.get(f"{API}/abc")
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["path", "resource_id"]
@@ -144,7 +145,9 @@ def test_others_never_see_a_holders_token(api: TestClient) -> None:
     assert token not in api.get(API).text
     busy = api.post(f"{API}/5/lock")
     assert busy.status_code == 403
-    assert busy.json()["resource_id"] == 5
+    assert busy.json() == {"resource_id": 5, "message": BUSY}
+    by_name = api.post(f"{API}/lock?name=bot-5")
+    assert (by_name.status_code, by_name.json()) == (403, {"resource_id": 5, "message": BUSY})
     assert token not in busy.text
 
 
@@ -153,7 +156,12 @@ def test_a_ttl_above_the_maximum_is_400_with_1x_body(api: TestClient) -> None:
     answer = api.post(f"{API}/6/lock", json={"ttl": 86401})
     assert answer.status_code == 400
     body = answer.json()
-    assert (body["resource_id"], body["ttl"], body["max_lock_duration"]) == (6, 86401, 86400)
+    assert body == {
+        "resource_id": 6,
+        "ttl": 86401,
+        "max_lock_duration": 86400,
+        "message": "Requested TTL (86401s) exceeds maximum allowed duration (86400s)",
+    }
     assert api.get(f"{API}/6").json()["resource"]["lock-token"] == ""
     assert api.post(f"{API}/99/lock").status_code == 404
 
@@ -174,7 +182,10 @@ def test_lock_by_tags_needs_every_tag_and_takes_the_lowest_free_id(api: TestClie
     assert second["id"] == 19
     none = api.post(f"{API}/lock?tag=coffee&tag=lab")
     assert none.status_code == 404
-    assert none.json()["tags"] == ["coffee", "lab"]
+    assert none.json() == {
+        "tags": ["coffee", "lab"],
+        "message": "No resource found matching the tag(s)",
+    }
 
 
 def test_lock_by_criteria_refusals_have_1x_status_and_body(api: TestClient) -> None:
@@ -197,7 +208,10 @@ def test_every_tag_match_held_is_403_with_the_tags(api: TestClient) -> None:
         pass
     busy = api.post(f"{API}/lock?tag=lab&tag=bench")
     assert busy.status_code == 403
-    assert busy.json()["tags"] == ["lab", "bench"]
+    assert busy.json() == {
+        "tags": ["lab", "bench"],
+        "message": "No available resource found matching the tag(s)",
+    }
 
 
 def test_unlock_with_the_token_then_again_and_with_a_wrong_token(api: TestClient) -> None:
@@ -207,6 +221,7 @@ def test_unlock_with_the_token_then_again_and_with_a_wrong_token(api: TestClient
     wrong = api.post(f"{API}/11/unlock", params={"lock-token": "nope"})
     assert wrong.status_code == 403
     assert wrong.json()["invalid-lock-token"] == "nope"
+    assert wrong.json()["message"] == "Cannot unlock resource, the lock token is not valid."
     assert wrong.json()["resource"]["id"] == 11
     assert token not in wrong.text
     assert api.post(f"{API}/11/unlock").status_code == 403
@@ -214,7 +229,7 @@ def test_unlock_with_the_token_then_again_and_with_a_wrong_token(api: TestClient
     assert (done.status_code, done.json()) == (200, {"message": "Resource unlocked"})
     again = api.post(f"{API}/11/unlock", params={"lock-token": token})
     assert again.status_code == 403
-    assert again.json()["resource_id"] == 11
+    assert again.json() == {"resource_id": 11, "message": "Resource is already unlocked"}
     assert api.post(f"{API}/99/unlock", params={"lock-token": token}).status_code == 404
 
 
@@ -228,6 +243,7 @@ def test_extend_pushes_the_deadline_and_answers_1x_fields(api: TestClient) -> No
     body = answer.json()
     assert set(body) == {"message", "new-expires-at", "total-lock-duration"}
     assert _at(body["new-expires-at"]) - _at(str(locked["locked-at"])) == pytest.approx(7200, abs=5)
+    assert isinstance(body["total-lock-duration"], int)
     assert body["total-lock-duration"] == pytest.approx(7200, abs=5)
     shown = api.get(f"{API}/12").json()["resource"]
     assert _at(shown["lock-expires-at"]) == pytest.approx(_at(body["new-expires-at"]))
@@ -255,11 +271,15 @@ def test_extend_refusals(api: TestClient) -> None:
     assert api.post(f"{API}/14/extend", params={"additional-ttl": 10}).status_code == 422
     too_long = api.post(f"{API}/14/extend", params={"lock-token": token, "additional-ttl": 86400})
     assert too_long.status_code == 400
+    assert set(too_long.json()) == {"resource_id", "total_duration", "max_lock_duration", "message"}
+    assert too_long.json()["total_duration"] >= 86400
     bad = api.post(f"{API}/14/extend", params={"lock-token": "nope", "additional-ttl": 10})
     assert bad.status_code == 403
+    assert bad.json()["message"] == "Cannot extend lock, the lock token is not valid."
     assert token not in bad.text
     free = api.post(f"{API}/15/extend", params={"lock-token": token, "additional-ttl": 10})
     assert free.status_code == 403
+    assert free.json() == {"resource_id": 15, "message": "Cannot extend lock on unlocked resource"}
     missing = api.post(f"{API}/99/extend", params={"lock-token": token, "additional-ttl": 10})
     assert missing.status_code == 404
 

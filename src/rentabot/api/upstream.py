@@ -24,7 +24,13 @@ from rentabot.api.upstream_shapes import (
     upstream_resource,
     validation_error,
 )
-from rentabot.domain.errors import InvalidRequestError, NotFoundError, NotHolderError, RentabotError
+from rentabot.domain.errors import (
+    BusyError,
+    LockTooLongError,
+    NotFoundError,
+    NotHolderError,
+    RentabotError,
+)
 from rentabot.domain.identity import Principal
 from rentabot.domain.model import MAX_ID, V1Lock, V1Selection
 from rentabot.interfaces.auth import LOCK, READ, guard
@@ -132,7 +138,7 @@ def _too_long(ttl: int, cap: int, resource_id: int | None) -> Response:
             "resource_id": resource_id,
             "ttl": ttl,
             "max_lock_duration": cap,
-            "message": f"Requested TTL ({ttl}s) exceeds maximum lock duration ({cap}s)",
+            "message": f"Requested TTL ({ttl}s) exceeds maximum allowed duration ({cap}s)",
         },
     )
 
@@ -151,14 +157,29 @@ def _locked(grant: V1Lock, cap: int) -> Response:
     )
 
 
-async def _refused(app: Runtime, error: RentabotError, resource_id: int | None = None) -> Response:
+async def _refused(
+    app: Runtime, error: RentabotError, resource_id: int | None = None, *, extending: bool = False
+) -> Response:
     tokens: dict[int, str] = {}
+    if isinstance(error, BusyError) and isinstance(error.selector, V1Selection):
+        name = error.selector.name
+        if name is not None:  # 1.x's busy answer names the resource's id
+            resource_id = await app.locks.resource_id_named(name)
     if (
         isinstance(error, NotHolderError)
         and error.resource is not None
         and app.settings.expose_lock_tokens
     ):
         tokens = await app.locks.holder_tokens([error.resource.id])
+    if extending:
+        return upstream_error(
+            error,
+            _cap(app),
+            resource_id=resource_id,
+            tokens=tokens,
+            unlocked_message="Cannot extend lock on unlocked resource",
+            bad_token_message="Cannot extend lock, the lock token is not valid.",
+        )
     return upstream_error(error, _cap(app), resource_id=resource_id, tokens=tokens)
 
 
@@ -311,23 +332,27 @@ async def extend(request: Request, principal: Principal) -> Response:
                     raw,
                 )
             )
-        if additional > cap:
-            raise InvalidRequestError(
-                f"additional-ttl {additional} exceeds the maximum lock duration ({cap}s)"
-            )
+        if additional > cap:  # would last longer anyway; and no float overflows
+            raise LockTooLongError(additional, cap)
         extended = await app.locks.extend(
             _known(resource_id), token, additional, principal, max_total=cap
         )
     except InvalidInputError as invalid:
         return validation_error(invalid.problems)
     except RentabotError as error:
-        if isinstance(error, InvalidRequestError):
+        if isinstance(error, LockTooLongError):
             return json_response(
                 400,
-                {"resource_id": resource_id, "max_lock_duration": cap, "message": error.message},
+                {
+                    "resource_id": resource_id,
+                    "total_duration": int(error.total) if math.isfinite(error.total) else None,
+                    "max_lock_duration": cap,
+                    "message": error.message,
+                },
             )
-        return await _refused(app, error, resource_id)
-    total = None if extended.expires_at is None else extended.expires_at - extended.acquired_at
+        return await _refused(app, error, resource_id, extending=True)
+    # 1.x answers whole seconds.
+    total = None if extended.expires_at is None else int(extended.expires_at - extended.acquired_at)
     return json_response(
         200,
         {

@@ -87,9 +87,12 @@ def upstream_error(
     *,
     resource_id: int | None = None,
     tokens: Mapping[int, str] | None = None,
+    unlocked_message: str = "Resource is already unlocked",
+    bad_token_message: str = "Cannot unlock resource, the lock token is not valid.",
 ) -> Response:
     """1.x's answer to a domain error: `{…payload, "message"}`, busy and token errors 403.
-    `resource_id` is the path's id, when the call has one."""
+    `resource_id` is the path's id (or, for a lock by name, the named resource's), when the
+    call has one; the messages of a free resource and a wrong token differ by call."""
     if isinstance(error, UnauthenticatedError | ForbiddenError | LimitError):
         return v1_error(error, None, {})  # no such answers in 1.x: rentabot's own
     if isinstance(error, NotFoundError):
@@ -108,20 +111,22 @@ def upstream_error(
         selector = error.selector
         if isinstance(selector, V1Selection) and selector.tags:
             return json_response(
-                403, {"tags": list(selector.tags), "message": "All matching resources are locked"}
+                403,
+                {
+                    "tags": list(selector.tags),
+                    "message": "No available resource found matching the tag(s)",
+                },
             )
-        if isinstance(selector, V1Selection) and selector.name is not None:
-            return json_response(
-                403, {"resource_name": selector.name, "message": "Resource is already locked"}
-            )
-        shown_id = selector.resource_id if isinstance(selector, V1Selection) else resource_id
+        shown_id = selector.resource_id if isinstance(selector, V1Selection) else None
         return json_response(
-            403, {"resource_id": shown_id, "message": "Resource is already locked"}
+            403,
+            {
+                "resource_id": shown_id if shown_id is not None else resource_id,
+                "message": "Cannot lock the requested resource, resource is already locked",
+            },
         )
     if isinstance(error, AlreadyReleasedError):
-        return json_response(
-            403, {"resource_id": error.resource_id, "message": "Resource is not locked"}
-        )
+        return json_response(403, {"resource_id": error.resource_id, "message": unlocked_message})
     if isinstance(error, NotHolderError) and error.resource is not None:
         shown_token = (tokens or {}).get(error.resource.id)
         return json_response(
@@ -129,7 +134,7 @@ def upstream_error(
             {
                 "resource": upstream_resource(error.resource, cap, shown_token),
                 "invalid-lock-token": error.token,
-                "message": "Invalid lock token",
+                "message": bad_token_message,
             },
         )
     if isinstance(error, InvalidRequestError):

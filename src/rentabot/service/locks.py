@@ -6,13 +6,14 @@ answering the original's errors; unlocking serves the wait queue in the same tra
 
 from __future__ import annotations
 
+import math
 from contextlib import suppress
 from functools import partial
 
 from rentabot.domain.errors import (
     AlreadyReleasedError,
     BusyError,
-    InvalidRequestError,
+    LockTooLongError,
     NotFoundError,
     NotGrantedError,
     NotHolderError,
@@ -61,6 +62,12 @@ class LockService:
         if resource is None:
             raise NotFoundError(V1Selection(resource_id=resource_id))
         return resource
+
+    async def resource_id_named(self, name: str) -> int | None:
+        """The id of the visible resource with this name (None: none)."""
+        if not is_plausible_text(name):
+            return None
+        return await self._database.read(lambda store: store.resource_id_by_name(name))
 
     async def holder_tokens(self, resource_ids: list[int]) -> dict[int, str]:
         """The holders' tokens of these resources, for RENTABOT_EXPOSE_LOCK_TOKENS only:
@@ -128,8 +135,9 @@ class LockService:
         or keeps its later deadline (an extension never shortens a lock).
 
         Raises InvalidRequestError when `additional` is not a positive number of seconds the
-        policy allows, or the lock would then last more than `max_total` seconds since it
-        was acquired; NotFoundError, AlreadyReleasedError or NotHolderError as `unlock`.
+        policy allows, LockTooLongError when the lock would then last more than `max_total`
+        seconds since it was acquired; NotFoundError, AlreadyReleasedError or NotHolderError
+        as `unlock`.
         """
         return await self._database.write(
             partial(self._extend, resource_id, token, additional, principal, max_total)
@@ -153,12 +161,10 @@ class LockService:
         if row is None:
             raise self._not_holding(store, resource_id, token)
         expires_at = None if row.expires_at is None or asked is None else max(row.expires_at, asked)
-        if max_total is not None and (
-            expires_at is None or expires_at - row.acquired_at > max_total
-        ):
-            raise InvalidRequestError(
-                f"the lock would last more than {max_total:.0f} seconds in all"
-            )
+        if max_total is not None:
+            total = (expires_at if expires_at is not None else math.inf) - row.acquired_at
+            if total > max_total:
+                raise LockTooLongError(total, max_total)
         if not store.extend(row.id, HeldBy(now, token=token), expires_at):
             raise self._not_holding(store, resource_id, token)
         store.add_event(
