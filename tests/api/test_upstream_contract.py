@@ -311,3 +311,25 @@ def test_rentabot_max_ttl_caps_the_default_and_the_served_maximum(tmp_path: Path
         assert refused.json()["max_lock_duration"] == 600
         body = _lock(api, 1)
         assert _at(str(body["expires-at"])) - _at(str(body["locked-at"])) == pytest.approx(600)
+
+
+def test_fastapi_routes_under_api_v1_answer_1x_validation_errors(tmp_path: Path) -> None:
+    """A FastAPI route under /api/v1 (as the reservations are) answers FastAPI's own 422
+    `{"detail": [{type, loc, msg, input}]}`, not rentabot's v2 error shape."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    prepare_database(settings)
+    app = create_app(settings)
+
+    @app.get("/api/v1/probe")
+    async def probe(quantity: int) -> dict[str, int]:
+        return {"quantity": quantity}
+
+    with TestClient(app, raise_server_exceptions=False) as api:
+        answer = api.get("/api/v1/probe", params={"quantity": "many"})
+    assert answer.status_code == 422
+    (item,) = answer.json()["detail"]
+    assert (item["type"], item["loc"], item["input"]) == (
+        "int_parsing",
+        ["query", "quantity"],
+        "many",
+    )

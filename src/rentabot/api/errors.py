@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
@@ -197,6 +198,9 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
+    if request.url.path.startswith(UPSTREAM_PREFIX):
+        # 1.x's own (FastAPI's) 422, for its FastAPI routes (api/upstream_reservations.py).
+        return json_response(422, {"detail": jsonable_encoder(error.errors())})
     problems = [
         {"location": [str(part) for part in item.get("loc", ())], "problem": item.get("msg", "")}
         for item in error.errors()
