@@ -89,7 +89,7 @@ async def _ttl(request: Request, cap: int) -> int:
         )
     try:
         body = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # deep nesting: RecursionError
         raise InvalidInputError(
             problem("json_invalid", ("body", "0"), "JSON decode error", str(error))
         ) from None
