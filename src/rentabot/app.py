@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rentabot import __version__
-from rentabot.api import docs, health, v1, v2, v2_usage
+from rentabot.api import docs, health, original, upstream, v2, v2_usage
 from rentabot.api.errors import install_error_handlers
 from rentabot.domain.errors import DatabaseUnavailableError
 from rentabot.domain.identity import Role
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_error_handlers(app)
     app.add_middleware(EdgeGuard, max_body_bytes=settings.max_body_bytes)
     # First in the table: the lock path should not be matched against /docs and friends.
-    app.router.routes[:0] = v1.routes()
+    app.router.routes[:0] = original.routes() + upstream.routes()
     app.include_router(v2.router)
     app.include_router(v2_usage.router)
     app.include_router(health.router)

@@ -51,17 +51,25 @@ def _cut_off(name: str) -> None:
 def test_an_unreachable_database_answers_a_generic_503_and_logs_the_reason(
     own_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """v1, v2 and /healthz answer 503 without the driver's error text; the log has it."""
+    """0.x, 1.x, v2, /healthz and /readiness answer 503 (/health, liveness only, 200)
+    without the driver's error text; the log has it."""
     url = make_url(POSTGRES_URL).set(database=own_database).render_as_string(hide_password=False)
     settings = Settings(database_url=url, resource_descriptor=EXAMPLES, db_timeout=2)
     prepare_database(settings)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/healthz").status_code == 200
+        assert client.get("/readiness").json() == {"status": "ready"}
         _cut_off(own_database)
         with caplog.at_level(logging.ERROR, logger="rentabot"):
             v2 = client.get("/api/v2/resources")
             v1 = client.post("/rentabot/api/v1.0/resources/1/lock")
             health = client.get("/healthz")
+            ready = client.get("/readiness")
+            alive = client.get("/health")
+            upstream = client.post("/api/v1/resources/1/lock")
+    assert (ready.status_code, ready.json()) == (503, {"status": "not ready"})
+    assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+    assert (upstream.status_code, upstream.headers.get("retry-after")) == (503, "1")
     assert (v2.status_code, v2.headers.get("retry-after")) == (503, "1")
     assert v2.json() == {
         "error": {"code": "unavailable", "message": "Database unavailable; retry later"}
@@ -74,4 +82,4 @@ def test_an_unreachable_database_answers_a_generic_503_and_logs_the_reason(
     assert (body["status"], body["database"]) == ("unavailable", "unavailable")
     logged = [r.getMessage() for r in caplog.records if r.name == "rentabot"]
     reasons = [m for m in logged if m.startswith("database unavailable: PostgreSQL: ")]
-    assert len(reasons) == 3, logged  # each request logged its reason, once
+    assert len(reasons) == 5, logged  # each request logged its reason, once

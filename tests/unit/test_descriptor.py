@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import itertools
+import re
 import string
 import textwrap
 from collections.abc import Callable
@@ -380,6 +381,20 @@ def test_tags_string_is_kept_as_written(parse: Parse) -> None:
     specs = parse('a: {tags: "coffee  kitchen food"}\nb: {tags: ""}\nc: {tags: 7}\n', SOURCE)
     assert [spec.tags_text for spec in specs] == ["coffee  kitchen food", "", "7"]
     assert specs[0].tags == ("coffee", "kitchen", "food")
+
+
+def test_upstream_1x_comma_separated_tags_are_separate_tags(parse: Parse) -> None:
+    """1.x's `"coffee,kitchen"` is two tags; commas and spaces together split on both, and
+    empty pieces are no tags."""
+    specs = parse(
+        'a: {tags: "coffee,kitchen"}\nb: {tags: "a b,c"}\nc: {tags: " x, y,,z, "}\n', SOURCE
+    )
+    assert [spec.tags for spec in specs] == [
+        ("coffee", "kitchen"),
+        ("a", "b", "c"),
+        ("x", "y", "z"),
+    ]
+    assert specs[0].tags_text == "coffee kitchen"
 
 
 def test_tags_list_becomes_the_display_string(parse: Parse) -> None:
@@ -763,7 +778,10 @@ def _entries(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
             expected[field] = None if value is None else str(value)
     tags = draw(st.sampled_from([_ABSENT, None, "text", "list"]))
     if tags == "text":
-        body["tags"] = expected["tags_text"] = draw(_VALUE_TEXT)
+        body["tags"] = text = draw(_VALUE_TEXT)
+        # With a comma, the string is 1.x's: split on commas and whitespace.
+        pieces = re.split(r"[\s,]+", text) if "," in text else None
+        expected["tags_text"] = text if pieces is None else " ".join(p for p in pieces if p)
     elif tags == "list":
         items = draw(st.lists(_TAG, max_size=4))
         body["tags"] = items

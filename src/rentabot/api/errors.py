@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
@@ -39,7 +40,9 @@ log = logging.getLogger("rentabot")
 
 API_PREFIXES = ("/api/", "/rentabot/api/")
 #: Other paths whose errors are JSON: what machines read.
-JSON_PATHS = ("/healthz", "/openapi.json")
+JSON_PATHS = ("/healthz", "/health", "/readiness", "/openapi.json")
+#: Upstream rent-a-bot 1.x's prefix: its HTTP errors are FastAPI's `{"detail": …}`.
+UPSTREAM_PREFIX = "/api/v1/"
 
 #: Shown in `lock-token` instead of a holder's secret, unless RENTABOT_EXPOSE_LOCK_TOKENS is on.
 HIDDEN_TOKEN = "hidden"
@@ -184,6 +187,8 @@ async def _http_error(request: Request, error: Exception) -> Response:
         return json_response(
             error.status_code, {"error": {"code": code, "message": str(error.detail)}}, headers
         )
+    if request.url.path.startswith(UPSTREAM_PREFIX):
+        return json_response(error.status_code, {"detail": error.detail}, headers)
     if _is_api(request) or request.url.path.startswith(JSON_PATHS):
         return json_response(error.status_code, {"message": error.detail}, headers)
     page = _page_error(error.status_code, str(error.detail))
@@ -193,6 +198,9 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
+    if request.url.path.startswith(UPSTREAM_PREFIX):
+        # 1.x's own (FastAPI's) 422, for its FastAPI routes (api/upstream_reservations.py).
+        return json_response(422, {"detail": jsonable_encoder(error.errors())})
     problems = [
         {"location": [str(part) for part in item.get("loc", ())], "problem": item.get("msg", "")}
         for item in error.errors()

@@ -1,4 +1,5 @@
-"""Liveness and readiness for operators and load balancers."""
+"""Liveness and readiness for operators and load balancers: rentabot's `/healthz`, and
+upstream rent-a-bot 1.x's `/health` and `/readiness`."""
 
 from __future__ import annotations
 
@@ -28,3 +29,20 @@ async def healthz(request: Request) -> Response:
         log.error("database unavailable: %s", health.problem)
         return json_response(503, {"status": "unavailable", "database": "unavailable", **about})
     return json_response(200, {"status": "ok", "database": "ok", **about})
+
+
+@router.get("/health", summary="Upstream rent-a-bot 1.x's liveness: is the process up?")
+async def health() -> Response:
+    """1.x's answer, `{"status": "ok"}`: the process answers (the database is not asked)."""
+    return json_response(200, {"status": "ok"})
+
+
+@router.get("/readiness", summary="Upstream rent-a-bot 1.x's readiness: can it serve?")
+async def readiness(request: Request) -> Response:
+    """1.x's `{"status": "ready"}` when the database answers; 503 `{"status": "not ready"}`
+    otherwise (1.x answers ready whatever happens)."""
+    checked = await runtime(request).health.check()
+    if not checked.ok:
+        log.error("database unavailable: %s", checked.problem)
+        return json_response(503, {"status": "not ready"})
+    return json_response(200, {"status": "ready"})

@@ -47,6 +47,8 @@ _CONTROL_IN_TEXT: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # \s is Unicode whitespace, exactly what str.split() (and so ResourceSpec.tags) splits on.
 _BAD_IN_TAG: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _PROPERTY_KEY: Final = re.compile(r"[A-Za-z0-9_.-]+")
+# What separates the tags of one string: 0.x's whitespace and 1.x's commas.
+_TAG_SEPARATORS: Final = re.compile(r"[\s,]+")
 
 
 class _Unsupported(enum.Enum):
@@ -225,9 +227,17 @@ class EntryWalker:
         return text
 
     def _tags(self, node: Node, name: str) -> str | None:
-        """The tags as the original's display string, from a string or a list of tags."""
+        """The tags as the original's display string, from a string or a list of tags.
+
+        A string is split on whitespace (the original 0.x) and on commas (upstream 1.x's
+        `"coffee,kitchen"`): `"a b,c"` is three tags, a, b and c (1.x reads two, "a b" and
+        "c"; a tag never holds whitespace here). Empty pieces (`"a,,b"`, a trailing comma)
+        are no tags."""
         if not isinstance(node, SequenceNode):
-            return self._text(node, name, "tags", "a string or a list of strings")
+            text = self._text(node, name, "tags", "a string or a list of strings")
+            if text is None or "," not in text:
+                return text
+            return " ".join(piece for piece in _TAG_SEPARATORS.split(text) if piece)
         items: list[str] = []
         for item in node.value:
             if type(item) is ScalarNode and item.tag == STR:

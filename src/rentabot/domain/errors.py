@@ -2,6 +2,7 @@
 
 RentabotError
 ├── InvalidRequestError        the request itself is malformed (HTTP 400/422)
+│   ├── LockTooLongError       an extension past the longest a lock may last (HTTP 400)
 │   └── RequestIdConflictError the request id was used for another request (HTTP 409)
 ├── NotFoundError              nothing matches the selector (HTTP 404)
 ├── BusyError                  everything that matches is held (HTTP 403 in v1, 409 in v2)
@@ -42,6 +43,19 @@ class InvalidRequestError(RentabotError):
     """The request cannot be understood (missing or malformed parameters)."""
 
     code = "invalid_request"
+
+
+class LockTooLongError(InvalidRequestError):
+    """An extension would make a lock last longer in all than the maximum allowed."""
+
+    code = "lock_too_long"
+
+    def __init__(self, total: float, maximum: float) -> None:
+        super().__init__(
+            f"Total lock duration ({total:.0f}s) would exceed maximum allowed ({maximum:.0f}s)"
+        )
+        self.total = total
+        self.maximum = maximum
 
 
 class RequestIdConflictError(InvalidRequestError):

@@ -230,6 +230,16 @@ class V1Lock:
     resource: Resource
 
 
+@dataclass(frozen=True, slots=True)
+class Extended:
+    """A lock just extended (upstream 1.x's extend): when it was acquired, when it now
+    expires (None: never)."""
+
+    resource_id: int
+    acquired_at: float
+    expires_at: float | None
+
+
 def parse_resource_id(text: str) -> int | None:
     """The id a client wrote in `?id=`, or None when it cannot name any resource.
 

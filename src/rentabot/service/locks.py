@@ -6,22 +6,33 @@ answering the original's errors; unlocking serves the wait queue in the same tra
 
 from __future__ import annotations
 
+import math
 from contextlib import suppress
 from functools import partial
 
 from rentabot.domain.errors import (
     AlreadyReleasedError,
     BusyError,
+    LockTooLongError,
     NotFoundError,
     NotGrantedError,
     NotHolderError,
     RentabotError,
 )
 from rentabot.domain.identity import Principal
-from rentabot.domain.model import Lease, Resource, Selection, V1Lock, V1Selection, is_plausible_text
+from rentabot.domain.model import (
+    Extended,
+    Lease,
+    Resource,
+    Selection,
+    V1Lock,
+    V1Selection,
+    is_plausible_text,
+)
 from rentabot.service.leases import LeaseService, LeaseTerms, Queued, StillThere
 from rentabot.service.queue import Need
 from rentabot.storage.database import Database
+from rentabot.storage.leases import HeldBy
 from rentabot.storage.store import Store
 
 
@@ -51,6 +62,12 @@ class LockService:
         if resource is None:
             raise NotFoundError(V1Selection(resource_id=resource_id))
         return resource
+
+    async def resource_id_named(self, name: str) -> int | None:
+        """The id of the visible resource with this name (None: none)."""
+        if not is_plausible_text(name):
+            return None
+        return await self._database.read(lambda store: store.resource_id_by_name(name))
 
     async def holder_tokens(self, resource_ids: list[int]) -> dict[int, str]:
         """The holders' tokens of these resources, for RENTABOT_EXPOSE_LOCK_TOKENS only:
@@ -105,6 +122,71 @@ class LockService:
         """
         await self._leases.serve_queue(partial(self._unlock, resource_id, token, principal))
 
+    async def extend(
+        self,
+        resource_id: int,
+        token: str,
+        additional: float,
+        principal: Principal,
+        *,
+        max_total: float | None = None,
+    ) -> Extended:
+        """Upstream 1.x's extend: the lock held with `token` lasts until now + `additional`,
+        or keeps its later deadline (an extension never shortens a lock).
+
+        Raises InvalidRequestError when `additional` is not a positive number of seconds the
+        policy allows, LockTooLongError when the lock would then last more than `max_total`
+        seconds since it was acquired; NotFoundError, AlreadyReleasedError or NotHolderError
+        as `unlock`.
+        """
+        return await self._database.write(
+            partial(self._extend, resource_id, token, additional, principal, max_total)
+        )
+
+    def _extend(
+        self,
+        resource_id: int,
+        token: str,
+        additional: float,
+        principal: Principal,
+        max_total: float | None,
+        store: Store,
+    ) -> Extended:
+        now = self._leases.now()
+        asked = self._leases.policy.expiry(now, additional)
+        lease_id = (
+            store.lease_holding(resource_id, token, now) if is_plausible_text(token) else None
+        )
+        row = store.lease(lease_id) if lease_id is not None else None
+        if row is None:
+            raise self._not_holding(store, resource_id, token)
+        expires_at = None if row.expires_at is None or asked is None else max(row.expires_at, asked)
+        if max_total is not None:
+            total = (expires_at if expires_at is not None else math.inf) - row.acquired_at
+            if total > max_total:
+                raise LockTooLongError(total, max_total)
+        if not store.extend(row.id, HeldBy(now, token=token), expires_at):
+            raise self._not_holding(store, resource_id, token)
+        store.add_event(
+            now,
+            "renewed",
+            resource_id=resource_id,
+            lease_id=row.id,
+            actor=principal.name,
+            detail={"expires_at": expires_at},
+        )
+        return Extended(resource_id, row.acquired_at, expires_at)
+
+    @staticmethod
+    def _not_holding(store: Store, resource_id: int, token: str | None) -> RentabotError:
+        """Why a token does not hold a resource: no such resource, free, or not its token."""
+        resource = store.resource(resource_id)
+        if resource is None:
+            return NotFoundError(V1Selection(resource_id=resource_id))
+        if not resource.locked:
+            return AlreadyReleasedError(resource_id)
+        return NotHolderError(resource, token)
+
     @staticmethod
     def _need(selector: V1Selection, store: Store) -> tuple[Need, V1Selection | Selection]:
         """The original's resolution: an id, a name, or tags (every one must match)."""
@@ -139,12 +221,7 @@ class LockService:
             else None
         )
         if lease_id is None or not store.release(resource_id, lease_id, now):
-            resource = store.resource(resource_id)
-            if resource is None:
-                raise NotFoundError(V1Selection(resource_id=resource_id))
-            if not resource.locked:
-                raise AlreadyReleasedError(resource_id)
-            raise NotHolderError(resource, token)
+            raise self._not_holding(store, resource_id, token)
         store.end_lease_if_empty(lease_id, now, "released")
         store.add_event(
             now, "released", resource_id=resource_id, lease_id=lease_id, actor=principal.name

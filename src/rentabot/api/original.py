@@ -1,4 +1,6 @@
-"""The original rent-a-bot 0.x API (`seed-api.md`), served under both of its prefixes.
+"""The original rent-a-bot 0.x API (`seed-api.md`, docs/api-original-0x.md), served under
+both of its prefixes, `/rentabot/api/v1.0` and `/api/v1.0`. Not to be confused with upstream
+1.x's `/api/v1` (api/upstream.py) or rentabot's own v2 (api/v2.py).
 
 Handlers parse, call one service method, and serialise. They are plain Starlette routes:
 this is the hot path of every existing rent-a-bot user, and FastAPI's parameter machinery
