@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from rentabot.domain.errors import NotGrantedError
+from rentabot.domain.errors import BusyError, NotGrantedError
 from rentabot.domain.model import Lease, Selection
 from rentabot.service.bootstrap import prepare_database
 from rentabot.service.leases import SWEEP_BATCH, LeasePolicy, LeaseService, LeaseTerms, Queued
@@ -90,3 +90,41 @@ async def test_a_release_hands_the_resource_to_the_waiter_at_once(database: Data
     assert not isinstance(granted, Queued)
     assert granted.resources[0].id == 2
     assert granted.resources[0].fence == holder.resources[0].fence + 1
+
+
+async def test_a_lease_past_its_deadline_never_blocks_the_next_request(database: Database) -> None:
+    """No sweep runs here: a lock asked for the instant after a lease's deadline is granted,
+    and the old lease ends as expired (with its event), so expiry is exact, not a sweep late."""
+    clock = Clock()
+    leases = LeaseService(database, clock=clock)
+    first = await leases.acquire(Selection(resource_ids=(1,)), LeaseTerms(ttl=30), ANONYMOUS)
+    assert isinstance(first, Lease)
+    clock.now += 29.999
+    with pytest.raises(BusyError):
+        await leases.acquire(Selection(resource_ids=(1,)), LeaseTerms(ttl=30), ANONYMOUS)
+    clock.now += 0.001
+    second = await leases.acquire(Selection(resource_ids=(1,)), LeaseTerms(ttl=30), ANONYMOUS)
+    assert isinstance(second, Lease)
+    assert rows(database, f"SELECT end_reason FROM leases WHERE id = {first.id}") == [("expired",)]
+    expired = f"SELECT COUNT(*) FROM events WHERE kind = 'expired' AND lease_id = {first.id}"
+    assert rows(database, expired) == [(1,)]
+
+
+async def test_a_waiter_gets_a_resource_freed_by_expiry_before_a_newcomer(
+    database: Database,
+) -> None:
+    """The resource's lease is past its deadline and a request waits for it: a newcomer's
+    request ends the lease, and the resource goes to the waiter (first come, first served)."""
+    clock = Clock()
+    leases = LeaseService(database, clock=clock, policy=LeasePolicy(long_poll=0.01))
+    holder = await leases.acquire(Selection(resource_ids=(2,)), LeaseTerms(ttl=30), ANONYMOUS)
+    assert isinstance(holder, Lease)
+    waiter = await leases.acquire(
+        Selection(resource_ids=(2,)), LeaseTerms(ttl=30, wait=600), ANONYMOUS
+    )
+    assert isinstance(waiter, Queued)
+    clock.now += 30
+    with pytest.raises(BusyError):
+        await leases.acquire(Selection(resource_ids=(2,)), LeaseTerms(ttl=30), ANONYMOUS)
+    granted = rows(database, f"SELECT state FROM tickets WHERE id = {waiter.ticket.id}")
+    assert granted == [("granted",)]

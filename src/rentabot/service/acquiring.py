@@ -15,6 +15,7 @@ from rentabot.domain.errors import (
     LimitError,
     NotFoundError,
     NotGrantedError,
+    RentabotError,
     RequestIdConflictError,
 )
 from rentabot.domain.identity import Principal
@@ -22,13 +23,26 @@ from rentabot.domain.model import Lease, Selection, Ticket, V1Selection, is_plau
 from rentabot.service.granting import (
     LeasePolicy,
     current,
+    end_due_leases,
     grant_chosen,
     lease_all,
     lease_one,
+    serve_queue,
 )
 from rentabot.service.queue import NEWCOMER, QUEUE_SCAN, Need, places, plan
 from rentabot.storage.leases import NewLease
 from rentabot.storage.store import Store
+
+#: Due leases a refused request ends before deciding again (the sweep ends the rest).
+DUE_BATCH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request refused by an operation that still changed something (it ended leases past
+    their deadline): the operation commits, and the caller raises `error` afterwards."""
+
+    error: RentabotError
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +134,17 @@ class Acquisition:
             asked=self.kept_asked,
         )
 
-    def run(self, store: Store) -> tuple[Lease | Queued, list[int]]:
+    def run(self, store: Store) -> tuple[Lease | Queued | Refused, list[int]]:
         """Decide the request; returns the outcome and the tickets granted on the way."""
         if self.terms.request_id is not None:
             earlier = self._replay(store, self.terms.request_id)
             if earlier is not None:
                 return earlier, []
+        return self._decide(store, may_expire=True)
+
+    def _decide(
+        self, store: Store, *, may_expire: bool
+    ) -> tuple[Lease | Queued | Refused, list[int]]:
         expires_at = self.policy.expiry(self.now, self.terms.ttl)
         need, selector = self.resolve(store)
         tickets = store.waiting_tickets(QUEUE_SCAN)
@@ -141,6 +160,15 @@ class Acquisition:
         else:
             mine = _free_now(store, need)
             chosen = {NEWCOMER: mine} if mine is not None else {}
+        if NEWCOMER not in chosen and may_expire and end_due_leases(store, self.now, DUE_BATCH):
+            # Held by a lease whose deadline has passed but that no sweep has ended yet: end
+            # it (and any other due) now and decide again, so that expiry is exact.
+            try:
+                return self._decide(store, may_expire=False)
+            except RentabotError as refusal:
+                # Refused all the same (a waiter came first): the expiries stand, and what
+                # they freed goes to the waiters, as a sweep would have done.
+                return Refused(refusal), serve_queue(store, self.policy, self.now)
         if NEWCOMER not in chosen:
             _check_exists(store, need, selector)
             if self.terms.wait <= 0:

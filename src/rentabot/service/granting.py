@@ -184,3 +184,15 @@ def serve_queue(store: Store, policy: LeasePolicy, now: float) -> list[int]:
     if not tickets:
         return []
     return grant_chosen(store, policy, tickets, plan(store, tickets), now)
+
+
+def end_due_leases(store: Store, now: float, limit: int) -> int:
+    """End up to `limit` leases past their deadline and free what they held, each with its
+    `expired` event; returns how many leases ended. The sweep calls it, and so does a
+    request that finds its resources held by such a lease, so that expiry is exact rather
+    than up to a sweep late."""
+    freed = store.expire_due(now, limit)
+    store.add_lease_events(
+        (now, "expired", resource_id, lease_id, None) for lease_id, resource_id in freed
+    )
+    return len({lease_id for lease_id, _ in freed})

@@ -26,8 +26,21 @@ from rentabot.domain.errors import (
 )
 from rentabot.domain.identity import Principal, holds
 from rentabot.domain.model import Lease, Selection, Ticket
-from rentabot.service.acquiring import Acquisition, LeaseTerms, Queued, Resolver, selection_resolver
-from rentabot.service.granting import LeasePolicy, current, serve_queue, with_resources
+from rentabot.service.acquiring import (
+    Acquisition,
+    LeaseTerms,
+    Queued,
+    Refused,
+    Resolver,
+    selection_resolver,
+)
+from rentabot.service.granting import (
+    LeasePolicy,
+    current,
+    end_due_leases,
+    serve_queue,
+    with_resources,
+)
 from rentabot.service.queue import QUEUE_SCAN, Wakeups, places
 from rentabot.service.waiting import Clock, StillThere, Waiting, own_ticket
 from rentabot.storage.database import Database
@@ -157,6 +170,8 @@ class LeaseService:
         )
         outcome, woken = await self._database.write(acquisition.run)
         self.wakeups.wake(woken)
+        if isinstance(outcome, Refused):
+            raise outcome.error
         if isinstance(outcome, Queued) and outcome.ticket.state == "waiting":
             remaining = terms.wait - (time.monotonic() - started)
             return await self._waiting.wait(
@@ -304,11 +319,7 @@ class LeaseService:
 
     def _sweep(self, store: Store) -> tuple[int, list[int]]:
         now = self._clock()
-        freed = store.expire_due(now, SWEEP_BATCH)
-        store.add_lease_events(
-            (now, "expired", resource_id, lease_id, None) for lease_id, resource_id in freed
-        )
-        ended = len({lease_id for lease_id, _ in freed})
+        ended = end_due_leases(store, now, SWEEP_BATCH)
         left = []
         for ticket_id, reason in store.stale_tickets(now, self.policy.keepalive):
             if store.end_ticket(ticket_id, now, reason):
