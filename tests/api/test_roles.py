@@ -76,6 +76,10 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/signin"): Role.NONE,
     ("POST", "/signin"): Role.NONE,
     ("POST", "/signout"): Role.NONE,
+    ("GET", "/static/{name}"): Role.NONE,
+    ("POST", "/actions/reserve"): Role.LOCK,
+    ("POST", "/actions/extend"): Role.LOCK,
+    ("POST", "/actions/release"): Role.LOCK,
 }
 
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")
@@ -252,10 +256,21 @@ CALLS: dict[tuple[str, str], Call] = {
         {"data": {"key": m.keys["read"]}, "headers": SAME_ORIGIN},
     ),
     ("POST", "/signout"): lambda m: ("/signout", {}),
+    ("GET", "/static/{name}"): lambda m: ("/static/page.css", {}),
+    # A lease that does not exist: an allowed caller is told so, and nothing changes.
+    ("POST", "/actions/reserve"): lambda m: (
+        "/actions/reserve",
+        {"data": {"resource_id": "999999"}},
+    ),
+    ("POST", "/actions/extend"): lambda m: ("/actions/extend", {"data": {"lease_id": "999999"}}),
+    ("POST", "/actions/release"): lambda m: ("/actions/release", {"data": {"lease_id": "999999"}}),
 }
 
 #: Routes whose refusals are pages for people (HTML), not JSON.
-PAGES = frozenset({"/", "/signin", "/signout", "/docs"})
+PAGES = frozenset(
+    {"/", "/signin", "/signout", "/docs", "/static/{name}"}
+    | {"/actions/reserve", "/actions/extend", "/actions/release"}
+)
 
 
 def test_the_matrix_calls_every_route_of_the_table() -> None:
