@@ -3,7 +3,9 @@ resources, escaping of hostile text, the CSP, and reserve / extend / release by 
 
 from __future__ import annotations
 
+import html
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +213,33 @@ def test_an_action_from_another_origin_or_without_sign_in_is_refused(
     )
     assert anonymous.status_code in {401, 403}
     assert client.get("/api/v2/resources", params={"state": "locked"}).json()["total"] == 0
+
+
+def test_a_resource_page_escapes_everything_and_its_curl_line_locks_it(
+    site: tuple[TestClient, str, str],
+) -> None:
+    """The hostile resource's page shows its properties as text; the curl line's body, sent
+    as the snippet says, makes a real lease on that very resource."""
+    client, alice, _ = site
+    found = client.get("/", params={"tag": "hostile"}).text
+    (resource_id,) = _ids(found)
+    page = client.get(f"/resources/{resource_id}")
+    assert page.status_code == 200
+    assert "<img src=x" not in page.text
+    assert "<script>alert" not in page.text
+    assert "content-security-policy" in page.headers
+    lines = [html.unescape(line) for line in re.findall(r"<code>(.*?)</code>", page.text)]
+    run, curl = lines
+    assert run.startswith(f"rentabot run --url http://testserver --id {resource_id} ")
+    words = shlex.split(curl)
+    body = words[words.index("-d") + 1]
+    answer = client.post(
+        "/api/v2/leases",
+        content=body,
+        headers={"X-API-Key": alice, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 201, answer.text
+    assert [r["id"] for r in answer.json()["lease"]["resources"]] == [resource_id]
+    lease_id = answer.json()["lease"]["id"]
+    assert client.delete(f"/api/v2/leases/{lease_id}", headers={"X-API-Key": alice}).is_success
+    assert client.get("/resources/99999999").status_code == 404

@@ -77,6 +77,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/signin"): Role.NONE,
     ("POST", "/signout"): Role.NONE,
     ("GET", "/static/{name}"): Role.NONE,
+    ("GET", "/resources/{resource_id}"): Role.READ,
     ("POST", "/actions/reserve"): Role.LOCK,
     ("POST", "/actions/extend"): Role.LOCK,
     ("POST", "/actions/release"): Role.LOCK,
@@ -257,6 +258,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     ("POST", "/signout"): lambda m: ("/signout", {}),
     ("GET", "/static/{name}"): lambda m: ("/static/page.css", {}),
+    ("GET", "/resources/{resource_id}"): lambda m: ("/resources/1", {}),
     # A lease that does not exist: an allowed caller is told so, and nothing changes.
     ("POST", "/actions/reserve"): lambda m: (
         "/actions/reserve",
@@ -268,7 +270,7 @@ CALLS: dict[tuple[str, str], Call] = {
 
 #: Routes whose refusals are pages for people (HTML), not JSON.
 PAGES = frozenset(
-    {"/", "/signin", "/signout", "/docs", "/static/{name}"}
+    {"/", "/signin", "/signout", "/docs", "/static/{name}", "/resources/{resource_id}"}
     | {"/actions/reserve", "/actions/extend", "/actions/release"}
 )
 

@@ -17,10 +17,19 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
 from rentabot import __version__
+from rentabot.domain.errors import RentabotError
 from rentabot.domain.identity import Principal, Role, csrf_token
 from rentabot.interfaces.auth import PUBLIC, SESSION_COOKIE, Reader
 from rentabot.interfaces.runtime import runtime
-from rentabot.web.views import PAGE_SIZES, SORTS, STATES, Filters, state_label, web_link
+from rentabot.web.views import (
+    PAGE_SIZES,
+    SORTS,
+    STATES,
+    Filters,
+    snippets,
+    state_label,
+    web_link,
+)
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 router = APIRouter(include_in_schema=False)
@@ -113,6 +122,27 @@ async def index(request: Request, caller: Reader) -> Response:
             "states": STATES,
             "sorts": SORTS,
             "sizes": PAGE_SIZES,
+            "notice": (parse_qs(request.url.query).get("done") or [""])[0][:200],
+        },
+    )
+
+
+@router.get("/resources/{resource_id}")
+async def resource_page(request: Request, resource_id: int, caller: Reader) -> Response:
+    """One resource: description, endpoint, properties, holder and lease, the lines that
+    lock it, and (where the usage figures are wired in) its history and usage."""
+    try:
+        resource = await runtime(request).locks.resource(resource_id)
+    except RentabotError as error:
+        return render(request, "missing.html", {"caller": caller, "problem": error.message}, 404)
+    return render(
+        request,
+        "resource.html",
+        {
+            "caller": caller,
+            "r": resource,
+            "filters": Filters(),
+            "snippets": snippets(str(request.base_url), resource=resource),
             "notice": (parse_qs(request.url.query).get("done") or [""])[0][:200],
         },
     )

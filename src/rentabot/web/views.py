@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
@@ -112,3 +114,23 @@ def state_label(resource: Resource) -> tuple[str, str]:
     if resource.maintenance:
         return "maintenance", "In maintenance"
     return "available", resource.lock_details
+
+
+def snippets(base_url: str, resource: Resource | None = None, tag: str | None = None) -> list[str]:
+    """The `rentabot run` line and the curl line that lock this resource (by id) or one
+    resource of this tag, quoted for a POSIX shell (names and tags are hostile text)."""
+    url = shlex.quote(base_url.rstrip("/"))
+    if resource is not None:
+        run = f"rentabot run --url {url} --id {resource.id} --ttl 10m --wait 30m -- ./job.sh"
+        select: dict[str, object] = {"ids": [resource.id]}
+    else:
+        quoted = shlex.quote(tag or "")
+        run = f"rentabot run --url {url} --tag {quoted} --ttl 10m --wait 30m -- ./job.sh"
+        select = {"tags": [tag or ""], "count": 1}
+    body = shlex.quote(json.dumps({"select": select, "ttl": 600}))
+    curl = (
+        f"curl -sS -X POST {shlex.quote(base_url.rstrip('/') + '/api/v2/leases')}"
+        ' -H "X-API-Key: $RENTABOT_API_KEY" -H "Content-Type: application/json"'
+        f" -d {body}"
+    )
+    return [run, curl]
