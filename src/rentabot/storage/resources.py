@@ -134,9 +134,9 @@ class ResourceRecords(Statements):
         where = [VISIBLE]
         params: list[Any] = []
         for tag in tags:
-            where.append(
-                "EXISTS (SELECT 1 FROM resource_tags o WHERE o.resource_id = r.id AND o.tag = ?)"
-            )
+            # An IN over the (tag, resource_id) key reads only that tag's rows; an EXISTS
+            # per resource would visit every resource.
+            where.append("r.id IN (SELECT o.resource_id FROM resource_tags o WHERE o.tag = ?)")
             params.append(tag)
         if state is not None:
             where.append(_STATES[state])
