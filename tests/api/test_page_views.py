@@ -243,3 +243,55 @@ def test_a_resource_page_escapes_everything_and_its_curl_line_locks_it(
     lease_id = answer.json()["lease"]["id"]
     assert client.delete(f"/api/v2/leases/{lease_id}", headers={"X-API-Key": alice}).is_success
     assert client.get("/resources/99999999").status_code == 404
+
+
+def test_an_admin_forces_release_and_maintenance_only_when_confirmed(
+    tmp_path: Path,
+) -> None:
+    """Force-release and maintenance without the confirmation change nothing; confirmed,
+    they end the holder's lease and take the resource out of service, with the reason."""
+    descriptor = tmp_path / "r.yml"
+    descriptor.write_text(yaml.safe_dump({"a": {"tags": "x"}, "b": {"tags": "x"}}))
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", resource_descriptor=descriptor
+    )
+    prepare_database(settings)
+    admin = create_key(settings.database_url, "root", Role.ADMIN)
+    ada = create_key(settings.database_url, "ada", Role.LOCK)
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        lease = client.post(
+            "/api/v2/leases",
+            json={"select": {"ids": [1]}, "ttl": 600},
+            headers={"X-API-Key": ada},
+        )
+        assert lease.status_code == 201
+        page = client.get("/resources/1", headers={"X-API-Key": admin}).text
+        assert "End the lease of ada" in page
+        as_root = _signed_in(client, admin)
+        form = {"resource_id": "1", "reason": "<b>stuck</b>", "back": "/resources/1"}
+        unconfirmed = client.post(
+            "/actions/force-release", data=form, headers=as_root, follow_redirects=False
+        )
+        assert "tick+the+confirmation" in unconfirmed.headers["location"]
+        assert client.get("/api/v2/resources", params={"state": "locked"}).json()["total"] == 1
+        done = client.post(
+            "/actions/force-release",
+            data=form | {"confirm": "1"},
+            headers=as_root,
+            follow_redirects=False,
+        )
+        assert done.headers["location"].startswith("/resources/1?done=Force-released")
+        assert client.get("/api/v2/resources", params={"state": "locked"}).json()["total"] == 0
+        on = client.post(
+            "/actions/maintenance",
+            data=form | {"on": "1", "confirm": "1"},
+            headers=as_root,
+            follow_redirects=False,
+        )
+        assert "Maintenance+on" in on.headers["location"]
+        state = client.get("/api/v2/resources", params={"state": "maintenance"}).json()
+        assert [r["id"] for r in state["resources"]] == [1]
+        events = client.get("/api/v2/events", headers={"X-API-Key": admin}).json()
+        reasons = [e["detail"].get("reason") for e in events["events"]]
+        assert reasons.count("<b>stuck</b>") == 2
+        assert "<b>stuck</b>" not in client.get("/resources/1").text

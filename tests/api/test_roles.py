@@ -81,6 +81,8 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/actions/reserve"): Role.LOCK,
     ("POST", "/actions/extend"): Role.LOCK,
     ("POST", "/actions/release"): Role.LOCK,
+    ("POST", "/actions/maintenance"): Role.ADMIN,
+    ("POST", "/actions/force-release"): Role.ADMIN,
 }
 
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")
@@ -266,12 +268,21 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     ("POST", "/actions/extend"): lambda m: ("/actions/extend", {"data": {"lease_id": "999999"}}),
     ("POST", "/actions/release"): lambda m: ("/actions/release", {"data": {"lease_id": "999999"}}),
+    ("POST", "/actions/maintenance"): lambda m: (
+        "/actions/maintenance",
+        {"data": {"resource_id": "999999"}},
+    ),
+    ("POST", "/actions/force-release"): lambda m: (
+        "/actions/force-release",
+        {"data": {"resource_id": "999999"}},
+    ),
 }
 
 #: Routes whose refusals are pages for people (HTML), not JSON.
 PAGES = frozenset(
     {"/", "/signin", "/signout", "/docs", "/static/{name}", "/resources/{resource_id}"}
-    | {"/actions/reserve", "/actions/extend", "/actions/release"}
+    | {"/actions/reserve", "/actions/extend", "/actions/release", "/actions/maintenance"}
+    | {"/actions/force-release"}
 )
 
 

@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 
 from rentabot.domain.errors import RentabotError
 from rentabot.domain.model import Selection
-from rentabot.interfaces.auth import Locker
+from rentabot.interfaces.auth import Admin, Locker
 from rentabot.interfaces.runtime import runtime
 from rentabot.service.acquiring import LeaseTerms
 
@@ -92,3 +92,41 @@ async def release(request: Request, caller: Locker) -> Response:
     except RentabotError as error:
         return _back(form, f"Not released: {error.message}")
     return _back(form, "Released")
+
+
+@router.post("/actions/maintenance")
+async def maintenance(request: Request, caller: Admin) -> Response:
+    """An admin takes a resource out of service (`on=1`) or puts it back, with a reason
+    (shown in its history). Taking a held one out needs `confirm` (the page names the
+    holder whose lease runs on to its end)."""
+    form = await _form(request)
+    if not form.get("confirm"):
+        return _back(form, "Not changed: tick the confirmation first")
+    try:
+        await runtime(request).admin.set_maintenance(
+            _int(form.get("resource_id"), 0, 0, 2**62),
+            form.get("on") == "1",
+            reason=(form.get("reason") or "").strip() or None,
+            admin=caller,
+        )
+    except RentabotError as error:
+        return _back(form, f"Not changed: {error.message}")
+    return _back(form, "Maintenance on" if form.get("on") == "1" else "Maintenance off")
+
+
+@router.post("/actions/force-release")
+async def force_release(request: Request, caller: Admin) -> Response:
+    """An admin ends whoever's lease holds the resource, with a reason; needs `confirm`
+    (the form names whose lease it is)."""
+    form = await _form(request)
+    if not form.get("confirm"):
+        return _back(form, "Not released: tick the confirmation first")
+    try:
+        await runtime(request).admin.force_release(
+            _int(form.get("resource_id"), 0, 0, 2**62),
+            reason=(form.get("reason") or "").strip() or None,
+            admin=caller,
+        )
+    except RentabotError as error:
+        return _back(form, f"Not released: {error.message}")
+    return _back(form, "Force-released")
