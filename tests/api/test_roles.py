@@ -84,6 +84,13 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/signin"): Role.NONE,
     ("POST", "/signin"): Role.NONE,
     ("POST", "/signout"): Role.NONE,
+    ("GET", "/static/{name}"): Role.NONE,
+    ("GET", "/resources/{resource_id}"): Role.READ,
+    ("POST", "/actions/reserve"): Role.LOCK,
+    ("POST", "/actions/extend"): Role.LOCK,
+    ("POST", "/actions/release"): Role.LOCK,
+    ("POST", "/actions/maintenance"): Role.ADMIN,
+    ("POST", "/actions/force-release"): Role.ADMIN,
 }
 
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")
@@ -274,10 +281,31 @@ CALLS: dict[tuple[str, str], Call] = {
         {"data": {"key": m.keys["read"]}, "headers": SAME_ORIGIN},
     ),
     ("POST", "/signout"): lambda m: ("/signout", {}),
+    ("GET", "/static/{name}"): lambda m: ("/static/page.css", {}),
+    ("GET", "/resources/{resource_id}"): lambda m: ("/resources/1", {}),
+    # A lease that does not exist: an allowed caller is told so, and nothing changes.
+    ("POST", "/actions/reserve"): lambda m: (
+        "/actions/reserve",
+        {"data": {"resource_id": "999999"}},
+    ),
+    ("POST", "/actions/extend"): lambda m: ("/actions/extend", {"data": {"lease_id": "999999"}}),
+    ("POST", "/actions/release"): lambda m: ("/actions/release", {"data": {"lease_id": "999999"}}),
+    ("POST", "/actions/maintenance"): lambda m: (
+        "/actions/maintenance",
+        {"data": {"resource_id": "999999"}},
+    ),
+    ("POST", "/actions/force-release"): lambda m: (
+        "/actions/force-release",
+        {"data": {"resource_id": "999999"}},
+    ),
 }
 
 #: Routes whose refusals are pages for people (HTML), not JSON.
-PAGES = frozenset({"/", "/signin", "/signout", "/docs"})
+PAGES = frozenset(
+    {"/", "/signin", "/signout", "/docs", "/static/{name}", "/resources/{resource_id}"}
+    | {"/actions/reserve", "/actions/extend", "/actions/release", "/actions/maintenance"}
+    | {"/actions/force-release"}
+)
 
 
 def test_the_matrix_calls_every_route_of_the_table() -> None:

@@ -56,6 +56,23 @@ class LockService:
             lambda store: store.resources_page(tags, state, offset, limit), large=True
         )
 
+    async def browse(
+        self,
+        tags: tuple[str, ...] = (),
+        state: str | None = None,
+        holder: str | None = None,
+        text: str | None = None,
+        sort: str = "id",
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Resource], int]:
+        """The page's view of resources: `resources_page`, also by holder (owner or
+        principal) and free text, sorted (`id`, `name`, `expires`, `since`); with the number
+        that match."""
+        return await self._database.read(
+            lambda store: store.browse(tags, state, holder, text, sort, offset, limit)
+        )
+
     async def resource(self, resource_id: int) -> Resource:
         """One resource. Raises NotFoundError."""
         resource = await self._database.read(lambda store: store.resource(resource_id))

@@ -1,4 +1,4 @@
-"""The page at `/`: the original's table of resources, readable on a phone; and signing in.
+"""Signing in and out of the page (the views are in `pages`, the actions in `actions`).
 
 Each route declares who may call it, like the API's (`interfaces/auth.py`), and calls the same
 services.
@@ -6,72 +6,29 @@ services.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
-from rentabot import __version__
 from rentabot.domain.errors import RentabotError
 from rentabot.interfaces.auth import (
     PUBLIC,
     SESSION_COOKIE,
     Anyone,
-    Reader,
     check_same_origin,
     is_https,
 )
 from rentabot.interfaces.runtime import runtime
+from rentabot.web.pages import render
 
-templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 router = APIRouter(include_in_schema=False)
-
-
-def until(expires_at: float | None, now: float) -> str:
-    """When a lease expires, as a person reads it: never, now, or in so long."""
-    if expires_at is None:
-        return "never"
-    left = expires_at - now
-    if left <= 0:
-        return "now"
-    if left < 120:
-        return f"in {left:.0f} s"
-    if left < 7200:
-        return f"in {left / 60:.0f} min"
-    return f"in {left / 3600:.1f} h"
-
-
-templates.env.globals["until"] = until
-
-
-@router.get("/")
-async def index(request: Request, caller: Reader) -> Response:
-    """The resource table: name, state, description, endpoint, tags, holder and expiry."""
-    app = runtime(request)
-    resources = await app.locks.resources()
-    return templates.TemplateResponse(
-        request,
-        "index.html",
-        {
-            "resources": resources,
-            "locked_count": sum(1 for r in resources if r.locked),
-            "refresh_seconds": app.settings.page_refresh_seconds,
-            "version": __version__,
-            "caller": caller,
-            "now": time.time(),
-        },
-    )
 
 
 @router.get("/signin", dependencies=[Depends(PUBLIC)])
 async def sign_in_page(request: Request) -> Response:
     """The sign-in form: a person pastes their personal API key."""
-    return templates.TemplateResponse(
-        request, "signin.html", {"version": __version__, "problem": None}
-    )
+    return render(request, "signin.html", {"problem": None})
 
 
 @router.post("/signin", dependencies=[Depends(PUBLIC)])
@@ -87,12 +44,7 @@ async def sign_in(request: Request) -> Response:
     try:
         signed_in = await identity.sign_in(key)
     except RentabotError as error:
-        return templates.TemplateResponse(
-            request,
-            "signin.html",
-            {"version": __version__, "problem": error.message},
-            status_code=401,
-        )
+        return render(request, "signin.html", {"problem": error.message}, status_code=401)
     answer = RedirectResponse("/", status_code=303)
     answer.set_cookie(
         SESSION_COOKIE,

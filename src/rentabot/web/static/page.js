@@ -1,0 +1,76 @@
+// rentabot's page, progressively enhanced: "/" focuses the search, expiry counts down, and
+// the event stream updates the resource rows in place (the page stays readable without it).
+// No library, no request outside this server; inserted content comes from this server's own
+// escaped HTML, never from event text.
+
+const KINDS = ["granted", "released", "expired", "force_released", "renewed",
+  "maintenance_on", "maintenance_off", "inventory"];
+
+function focusSearchOnSlash() {
+  document.addEventListener("keydown", (event) => {
+    const search = document.getElementById("search");
+    const typing = event.target instanceof HTMLElement &&
+      (event.target.isContentEditable || ["INPUT", "SELECT", "TEXTAREA"].includes(event.target.tagName));
+    if (event.key === "/" && search && !typing) {
+      event.preventDefault();
+      search.focus();
+    }
+  });
+}
+
+function countDown() {
+  const now = Date.now() / 1000;
+  for (const span of document.querySelectorAll(".countdown[data-expires]")) {
+    const expires = parseFloat(span.dataset.expires);
+    if (!expires) { span.textContent = "never"; continue; }
+    const left = expires - now;
+    span.textContent = left <= 0 ? "now"
+      : left < 120 ? `in ${Math.round(left)} s`
+      : left < 7200 ? `in ${Math.round(left / 60)} min`
+      : `in ${(left / 3600).toFixed(1)} h`;
+  }
+}
+
+let pending = null;
+
+// Fetch this very view (same filters, same page) and swap the rows that changed: the server
+// stays the one place that decides what a row shows.
+async function refreshRows() {
+  pending = null;
+  const answer = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+  if (!answer.ok) return;
+  const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
+  const table = document.querySelector("#resources tbody");
+  const freshTable = fresh.querySelector("#resources tbody");
+  if (table && freshTable) {
+    const rows = new Map([...table.rows].map((row) => [row.id, row]));
+    for (const row of [...freshTable.rows]) {
+      const old = rows.get(row.id);
+      if (old && old.innerHTML !== row.innerHTML) {
+        old.replaceWith(document.importNode(row, true));
+      }
+    }
+  }
+  for (const id of ["summary"]) {
+    const mine = document.getElementById(id);
+    const theirs = fresh.getElementById(id);
+    if (mine && theirs) mine.textContent = theirs.textContent;
+  }
+  countDown();
+}
+
+function follow() {
+  if (!document.querySelector("[data-live]") || !window.EventSource) return;
+  const status = document.getElementById("live");
+  const stream = new EventSource("/api/v2/events/stream");
+  const changed = () => { if (!pending) pending = setTimeout(refreshRows, 100); };
+  for (const kind of KINDS) stream.addEventListener(kind, changed);
+  stream.onmessage = changed;
+  stream.onopen = () => { if (status) status.textContent = "live"; document.body.dataset.live = "open"; };
+  stream.onerror = () => { if (status) status.textContent = "reconnecting…"; };
+}
+
+focusSearchOnSlash();
+countDown();
+setInterval(countDown, 1000);
+follow();
