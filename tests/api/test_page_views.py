@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from rentabot.app import create_app
 from rentabot.domain.identity import Role
@@ -295,3 +296,32 @@ def test_an_admin_forces_release_and_maintenance_only_when_confirmed(
         reasons = [e["detail"].get("reason") for e in events["events"]]
         assert reasons.count("<b>stuck</b>") == 2
         assert "<b>stuck</b>" not in client.get("/resources/1").text
+
+
+def test_a_resource_page_shows_its_history_and_usage_with_hostile_owners_escaped(
+    site: tuple[TestClient, str, str],
+) -> None:
+    """A lease taken and released through the API appears in the resource's history on its
+    page (owner escaped, ended "released"), beside figures for 7 and 30 days and their
+    charts; a resource nobody held has figures but no hold."""
+    client, alice, _ = site
+    key = {"X-API-Key": alice}
+    lease = client.post(
+        "/api/v2/leases", json={"select": {"ids": [42]}, "owner": HOSTILE}, headers=key
+    ).json()["lease"]
+    released = client.delete(
+        f"/api/v2/leases/{lease['id']}",
+        headers={**key, "Authorization": f"Bearer {lease['token']}"},
+    )
+    assert released.status_code == 200, released.text
+    page = client.get("/resources/42").text
+    section = page.split('<section class="usage"', 1)[1].split("</section>", 1)[0]
+    assert "<img" not in section
+    assert "<script>" not in section
+    assert str(escape(HOSTILE)) in section
+    assert "released" in section
+    assert section.count("<svg") == 2
+    assert "last 7 days" in section
+    assert "last 30 days" in section
+    quiet = client.get("/resources/43").text.split('<section class="usage"', 1)[1]
+    assert str(escape(HOSTILE)) not in quiet.split("</section>", 1)[0]

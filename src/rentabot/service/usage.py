@@ -43,6 +43,16 @@ class ResourceHistory:
     history: History
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceReport:
+    """What a resource's page shows of it: the resource, its latest history, and its
+    figures over each window asked for."""
+
+    resource: Resource
+    history: History
+    figures: tuple[UsageFigures, ...]
+
+
 def _start(holder: Holder | None) -> LeaseStart | None:
     if holder is None:
         return None
@@ -73,6 +83,23 @@ class UsageService:
         return await self._database.read(
             lambda store: self._history(store, resource_id, limit), large=True
         )
+
+    async def resource_report(
+        self, resource_id: int, windows: Sequence[int] = (7, 30), limit: int = 20
+    ) -> ResourceReport:
+        """The resource, its latest `limit` holds and maintenance periods, and its figures
+        over each window (days), read in one transaction. Raises NotFoundError."""
+        for days in windows:
+            _check_days(days)
+        limit = max(1, min(limit, MAX_HISTORY))
+        now = self._clock()
+
+        def query(store: Store) -> ResourceReport:
+            found = self._history(store, resource_id, limit)
+            figures = tuple(_figures(store, [found.resource], days, now) for days in windows)
+            return ResourceReport(found.resource, found.history, figures)
+
+        return await self._database.read(query, large=True)
 
     async def resource_usage(self, resource_id: int, days: int) -> UsageFigures:
         """The resource's figures over the last `days` days."""

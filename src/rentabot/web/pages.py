@@ -21,6 +21,7 @@ from rentabot.domain.errors import RentabotError
 from rentabot.domain.identity import Principal, Role, csrf_token
 from rentabot.interfaces.auth import PUBLIC, SESSION_COOKIE, Reader
 from rentabot.interfaces.runtime import runtime
+from rentabot.web.usage_view import usage_view
 from rentabot.web.views import (
     PAGE_SIZES,
     SORTS,
@@ -132,15 +133,18 @@ async def resource_page(request: Request, resource_id: int, caller: Reader) -> R
     """One resource: description, endpoint, properties, holder and lease, the lines that
     lock it, and (where the usage figures are wired in) its history and usage."""
     try:
-        resource = await runtime(request).locks.resource(resource_id)
+        report = await runtime(request).usage.resource_report(resource_id)
     except RentabotError as error:
         return render(request, "missing.html", {"caller": caller, "problem": error.message}, 404)
+    resource = report.resource
+    usage = usage_view(resource.name, report.figures, report.history, time.time())
     return render(
         request,
         "resource.html",
         {
             "caller": caller,
             "r": resource,
+            "usage": usage,
             "filters": Filters(),
             "snippets": snippets(str(request.base_url), resource=resource),
             "notice": (parse_qs(request.url.query).get("done") or [""])[0][:200],
