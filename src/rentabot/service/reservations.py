@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from functools import partial
 
 from rentabot.domain.errors import (
+    NotFoundError,
     ReservationNotFoundError,
     ReservationStateError,
 )
 from rentabot.domain.identity import Principal
-from rentabot.domain.model import Lease, Selection, Ticket
+from rentabot.domain.model import Lease, Selection, Ticket, is_plausible_text
 from rentabot.service.acquiring import Acquisition, LeaseTerms, check_exists
 from rentabot.service.granting import LeasePolicy, serve_queue
 from rentabot.service.queue import QUEUE_SCAN, Need, Wakeups, places
@@ -178,7 +179,11 @@ class ReservationService:
     # ------------------------------------------------------------------ operations
 
     def _ticket(self, store: Store, reservation_id: str, principal: Principal) -> Ticket:
-        if not reservation_id.startswith(ID_PREFIX) or len(reservation_id) > 100:
+        if (
+            not reservation_id.startswith(ID_PREFIX)
+            or len(reservation_id) > 100
+            or not is_plausible_text(reservation_id)
+        ):
             raise ReservationNotFoundError(reservation_id[:100])
         ticket = store.ticket_by_request_id(principal.subject, reservation_id)
         if ticket is None or ticket.claim_window is None:
@@ -204,6 +209,8 @@ class ReservationService:
         now = self._clock()
         self._policy.expiry(now, ttl)  # refuses a ttl the operator does not allow
         selection = Selection(tags=tags, count=quantity)
+        if not all(is_plausible_text(tag) for tag in tags):
+            raise NotFoundError(selection, "No resource carries those tags")
         check_exists(store, Need(None, tags, quantity), selection)
         Acquisition(
             resolve=lambda _: (Need(None, tags, quantity), selection),
