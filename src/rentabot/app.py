@@ -11,7 +11,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rentabot import __version__
-from rentabot.api import docs, health, original, upstream, v2, v2_usage
+from rentabot.api import (
+    docs,
+    health,
+    original,
+    upstream,
+    upstream_reservations,
+    v2,
+    v2_usage,
+)
 from rentabot.api.errors import install_error_handlers
 from rentabot.domain.errors import DatabaseUnavailableError
 from rentabot.domain.identity import Role
@@ -24,6 +32,7 @@ from rentabot.service.health import HealthService
 from rentabot.service.identity import USAGE_FLUSH_S, IdentityService
 from rentabot.service.leases import Clock, LeasePolicy, LeaseService
 from rentabot.service.locks import LockService
+from rentabot.service.reservations import ReservationService
 from rentabot.service.usage import UsageService
 from rentabot.settings import Settings
 from rentabot.storage import migrate
@@ -86,6 +95,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 identity=identity,
                 subscribers=Subscribers(settings.max_stream_subscribers),
                 usage=UsageService(database, now),
+                reservations=ReservationService(
+                    database,
+                    leases.wakeups,
+                    policy=policy,
+                    claim_window=settings.reservation_claim_window,
+                    clock=now,
+                ),
             )
             database.listen(leases.wakeups.wake)
             tasks = [
@@ -121,6 +137,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.add_middleware(EdgeGuard, max_body_bytes=settings.max_body_bytes)
     # First in the table: the lock path should not be matched against /docs and friends.
     app.router.routes[:0] = original.routes() + upstream.routes()
+    app.include_router(upstream_reservations.router)
     app.include_router(v2.router)
     app.include_router(v2_usage.router)
     app.include_router(health.router)

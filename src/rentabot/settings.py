@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest lease time (s) a lock may ask for; also caps locks that ask for none.",
     )
+    reservation_claim_window: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="How long (s) a fulfilled upstream 1.x reservation waits to be claimed.",
+    )
     queue_keepalive: float = Field(
         default=10.0,
         gt=0,

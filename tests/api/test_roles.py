@@ -52,6 +52,11 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/api/v1/resources/{resource_id}/lock"): Role.LOCK,
     ("POST", "/api/v1/resources/{resource_id}/unlock"): Role.LOCK,
     ("POST", "/api/v1/resources/{resource_id}/extend"): Role.LOCK,
+    ("GET", "/api/v1/reservations"): Role.READ,
+    ("POST", "/api/v1/reservations"): Role.LOCK,
+    ("GET", "/api/v1/reservations/{reservation_id}"): Role.READ,
+    ("DELETE", "/api/v1/reservations/{reservation_id}"): Role.LOCK,
+    ("POST", "/api/v1/reservations/{reservation_id}/claim"): Role.LOCK,
     ("GET", "/health"): Role.NONE,
     ("GET", "/readiness"): Role.NONE,
     ("POST", "/api/v2/leases"): Role.LOCK,
@@ -227,6 +232,23 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     ("POST", "/api/v1/resources/{resource_id}/extend"): lambda m: (
         "/api/v1/resources/6/extend?lock-token=x&additional-ttl=10",
+        {},
+    ),
+    ("GET", "/api/v1/reservations"): lambda m: ("/api/v1/reservations", {}),
+    ("POST", "/api/v1/reservations"): lambda m: (
+        "/api/v1/reservations",
+        {"json": {"tags": ["nope-no-such-tag"], "quantity": 1}},
+    ),
+    ("GET", "/api/v1/reservations/{reservation_id}"): lambda m: (
+        "/api/v1/reservations/res_0",
+        {},
+    ),
+    ("DELETE", "/api/v1/reservations/{reservation_id}"): lambda m: (
+        "/api/v1/reservations/res_0",
+        {},
+    ),
+    ("POST", "/api/v1/reservations/{reservation_id}/claim"): lambda m: (
+        "/api/v1/reservations/res_0/claim",
         {},
     ),
     ("GET", "/health"): lambda m: ("/health", {}),

@@ -117,6 +117,29 @@ class NotFoundError(RentabotError):
         self.selector = selector
 
 
+class ReservationNotFoundError(NotFoundError):
+    """No reservation with this id is the caller's (upstream 1.x's 404)."""
+
+    code = "reservation_not_found"
+
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(None, f"Reservation {reservation_id} not found")
+        self.reservation_id = reservation_id
+
+
+class ReservationStateError(RentabotError):
+    """The reservation is not in a state that allows this (409; `gone`: 410, its claim
+    window passed)."""
+
+    code = "reservation_state"
+
+    def __init__(self, reservation_id: str, status: str, message: str, gone: bool = False) -> None:
+        super().__init__(message)
+        self.reservation_id = reservation_id
+        self.status = status
+        self.gone = gone
+
+
 class LeaseNotFoundError(NotFoundError):
     """No lease has this id."""
 

@@ -197,6 +197,11 @@ class Ticket:
     principal: str | None = None
     #: What was asked (`Selection.canonical`), when it came with a request id.
     asked: str | None = None
+    #: An upstream 1.x reservation's claim window (seconds its lease lasts from the grant
+    #: until claimed); None for every other request.
+    claim_window: float | None = None
+    #: When the reservation was claimed.
+    claimed_at: float | None = None
 
     @property
     def selection(self) -> Selection:

@@ -12,6 +12,7 @@ from rentabot.service.health import HealthService
 from rentabot.service.identity import IdentityService
 from rentabot.service.leases import LeaseService, StillThere
 from rentabot.service.locks import LockService
+from rentabot.service.reservations import ReservationService
 from rentabot.service.usage import UsageService
 from rentabot.settings import Settings
 
@@ -47,6 +48,7 @@ class Runtime:
     identity: IdentityService
     subscribers: Subscribers
     usage: UsageService
+    reservations: ReservationService
 
 
 def runtime(request: Request) -> Runtime:

@@ -170,10 +170,10 @@ class Acquisition:
                 # they freed goes to the waiters, as a sweep would have done.
                 return Refused(refusal), serve_queue(store, self.policy, self.now)
         if NEWCOMER not in chosen:
-            _check_exists(store, need, selector)
+            check_exists(store, need, selector)
             if self.terms.wait <= 0:
                 raise BusyError(selector)
-            self._check_room(store)
+            self.check_room(store)
         woken = grant_chosen(store, self.policy, tickets, chosen, self.now)
         if NEWCOMER in chosen:
             lease = lease_all(store, chosen[NEWCOMER], selector, self.new_lease(expires_at))
@@ -206,7 +206,7 @@ class Acquisition:
         queued = replace(ticket, id=ticket_id)
         return Queued(queued, places([*ahead, queued])[ticket_id])
 
-    def _check_room(self, store: Store) -> None:
+    def check_room(self, store: Store) -> None:
         """Refuse to queue past the queue's limits (LimitError, HTTP 429)."""
         policy = self.policy
         if store.waiting_count() >= policy.max_waiting:
@@ -265,7 +265,7 @@ def ticket_outcome(store: Store, ticket: Ticket) -> Lease | Queued:
     raise NotGrantedError(ticket.selection, ticket.state)
 
 
-def _check_exists(store: Store, need: Need, selector: V1Selection | Selection) -> None:
+def check_exists(store: Store, need: Need, selector: V1Selection | Selection) -> None:
     """What cannot be granted now must at least exist, or it could never be: explicit
     resources, or enough resources with the tags (NotFoundError otherwise).
 

@@ -152,7 +152,12 @@ def grant_ticket(
             acquired_at=now,
             owner=ticket.owner,
             description=ticket.description,
-            expires_at=policy.queued_expiry(now, ticket.ttl),
+            # A reservation's lease lasts its claim window until claimed (see reservations).
+            expires_at=(
+                now + ticket.claim_window
+                if ticket.claim_window is not None
+                else policy.queued_expiry(now, ticket.ttl)
+            ),
             ttl=policy.lease_ttl(ticket.ttl),
             request_id=ticket.request_id,
             principal=ticket.principal or "",

@@ -152,6 +152,11 @@ tickets = Table(
     # Who asked ('' for an anonymous caller), and what (canonical JSON, for replays).
     Column("principal", Text, nullable=False, server_default=text("''")),
     Column("selection", Text),
+    # An upstream 1.x reservation's claim window: its lease lasts this long from the grant
+    # until claimed (NULL for every other request).
+    Column("claim_window", Double),
+    # When a reservation was claimed (its lease then runs for the ticket's ttl).
+    Column("claimed_at", Double),
     Index(
         "ix_tickets_waiting",
         "priority",

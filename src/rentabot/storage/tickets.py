@@ -18,7 +18,8 @@ from rentabot.storage.sql import Statements
 
 _TICKET_COLUMNS = (
     "id, token, request_id, owner, description, priority, count, resource_ids, tags, ttl,"
-    " created_at, wait_until, last_seen_at, state, ended_at, lease_id, principal, selection"
+    " created_at, wait_until, last_seen_at, state, ended_at, lease_id, principal, selection,"
+    " claim_window, claimed_at"
 )
 
 
@@ -43,6 +44,8 @@ def _ticket(row: Sequence[Any]) -> Ticket:
         lease_id=row[15],
         principal=row[16] or None,
         asked=row[17],
+        claim_window=row[18],
+        claimed_at=row[19],
     )
 
 
@@ -68,7 +71,8 @@ class TicketRecords(Statements):
         row = self._change_tickets(
             "INSERT INTO tickets (token, request_id, owner, description, priority, count,"
             " resource_ids, tags, ttl, created_at, wait_until, last_seen_at, state, principal,"
-            " selection) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " selection, claim_window) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING id",
             (
                 ticket.token,
                 ticket.request_id,
@@ -85,6 +89,7 @@ class TicketRecords(Statements):
                 ticket.state,
                 ticket.principal or "",
                 ticket.asked,
+                ticket.claim_window,
             ),
         ).fetchone()
         ticket_id: int = row[0]
@@ -161,3 +166,24 @@ class TicketRecords(Statements):
             (now, now, now - keepalive),
         ).fetchall()
         return [(row[0], row[1]) for row in rows]
+
+    def reservations(self, principal: str | None = None) -> list[Ticket]:
+        """Upstream 1.x reservations (tickets with a claim window), oldest first; of one
+        principal ('' for anonymous callers) if given."""
+        sql = f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE claim_window IS NOT NULL"
+        params: tuple[Any, ...] = ()
+        if principal is not None:
+            sql += " AND principal = ?"
+            params = (principal,)
+        rows = self._run(sql + " ORDER BY created_at, id LIMIT 10000", params).fetchall()
+        return [_ticket(row) for row in rows]
+
+    def mark_claimed(self, ticket_id: int, now: float) -> bool:
+        """Record a granted reservation's claim. False when it was not granted or was
+        already claimed (the row count decides, so two claims cannot both win)."""
+        cursor = self._change_tickets(
+            "UPDATE tickets SET claimed_at = ? WHERE id = ? AND state = 'granted'"
+            " AND claim_window IS NOT NULL AND claimed_at IS NULL",
+            (now, ticket_id),
+        )
+        return bool(cursor.rowcount == 1)
