@@ -8,6 +8,7 @@ from typing import cast
 from starlette.requests import Request
 
 from rentabot.service.admin import AdminService
+from rentabot.service.feed import EventFeed
 from rentabot.service.health import HealthService
 from rentabot.service.identity import IdentityService
 from rentabot.service.leases import LeaseService, StillThere
@@ -45,6 +46,7 @@ class Runtime:
     admin: AdminService
     identity: IdentityService
     subscribers: Subscribers
+    feed: EventFeed
 
 
 def runtime(request: Request) -> Runtime:
