@@ -44,7 +44,7 @@ from rentabot.api.v2_schemas import (
 )
 from rentabot.domain.errors import LimitError, NotHolderError
 from rentabot.domain.identity import Role
-from rentabot.domain.model import MAX_ID, Lease
+from rentabot.domain.model import MAX_ID, Event, Lease
 from rentabot.interfaces.auth import (
     SESSION_COOKIE,
     Admin,
@@ -379,17 +379,29 @@ async def event_stream(
         follower.close()
         subscribers.leave()
 
+    rendered = app.feed.rendered
+
     async def stream() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
         while True:
             found = await follower.next(STREAM_KEEPALIVE_S)
             if not found:
                 yield ": keep-alive\n\n"
-            for event in found:
-                data = EventOut.of(event).model_dump_json()
-                yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+                continue
+            # One write per wake-up, however many events it brought; each event rendered
+            # once for every subscriber of the process.
+            yield "".join(_sse(event, rendered) for event in found)
 
     return Subscription(stream(), leave)
+
+
+def _sse(event: Event, rendered: dict[int, str]) -> str:
+    """The server-sent-event text of one event, from the feed's cache when there."""
+    text = rendered.get(event.id)
+    if text is None:
+        data = EventOut.of(event).model_dump_json()
+        text = rendered[event.id] = f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+    return text
 
 
 # ---------------------------------------------------------------------- identities

@@ -29,6 +29,12 @@ log = logging.getLogger("rentabot.feed")
 
 #: Events read from the table at once (by the feed, or by a subscriber catching up).
 PAGE = 500
+#: Least time between two reads of the feed: commits within it are handed out together, so
+#: under load every subscriber wakes (and writes to its socket) a few times a second, not
+#: once per group commit.
+COALESCE_S = 0.05
+#: Most rendered events kept (see EventFeed.rendered).
+RENDERED_MAX = 4096
 #: Events a subscriber may have waiting before it is sent back to the table.
 CAPACITY = 2000
 
@@ -107,6 +113,10 @@ class EventFeed:
         self.position = 0
         #: How many times the feed has read the events table (tests count them).
         self.reads = 0
+        #: The wire text of recent events by id, filled by whoever serialises them (the
+        #: stream route), so that 200 subscribers render an event once, not 200 times.
+        #: Bounded: cleared past RENDERED_MAX entries.
+        self.rendered: dict[int, str] = {}
         #: How many times subscribers behind the feed have read it themselves.
         self.catch_up_reads = 0
 
@@ -162,6 +172,7 @@ class EventFeed:
                 log.exception("event feed read failed; retrying")
             else:
                 unavailable = False
+            await asyncio.sleep(COALESCE_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(signal.wait(), self._poll)
 
@@ -172,6 +183,8 @@ class EventFeed:
             if not found:
                 return
             self.position = found[-1].id
+            if len(self.rendered) > RENDERED_MAX:
+                self.rendered.clear()
             for subscriber in list(self._subscribers):
                 subscriber._offer(found)
             if len(found) < PAGE:
