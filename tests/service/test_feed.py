@@ -51,16 +51,6 @@ async def collect(subscriber: FeedSubscriber, count: int) -> list[int]:
     return ids
 
 
-async def caught_up(feed: EventFeed, event_id: int) -> None:
-    """Return once the feed has handed out event `event_id` (fails after WAIT_S)."""
-
-    async def wait() -> None:
-        while feed.position < event_id:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(wait(), WAIT_S)
-
-
 @pytest.fixture
 async def feed(database: Database) -> AsyncIterator[EventFeed]:
     """A started feed that polls only once a minute: what it reads, commits woke it for."""
@@ -110,8 +100,8 @@ async def test_a_subscriber_resuming_from_an_old_cursor_gets_no_gap_and_no_dupli
     monkeypatch.setattr(feed_module, "PAGE", 3)
     start = await database.read(Store.last_event_id)
     await cycles(database, 5)
-    await caught_up(feed, await database.read(Store.last_event_id))
     late = await feed.subscribe(start)
+    assert feed.position == await database.read(Store.last_event_id)
     writing = asyncio.create_task(cycles(database, 5))
     ids = await collect(late, 20)
     await writing
@@ -150,3 +140,17 @@ async def test_a_quiet_subscriber_hears_nothing_until_its_timeout_and_leaves(
     assert feed.subscriber_count == 1
     subscriber.close()
     assert feed.subscriber_count == 0
+
+
+async def test_with_nobody_following_the_feed_reads_nothing(
+    database: Database, feed: EventFeed, events_read: list[int]
+) -> None:
+    """Commits with no subscriber cost no read of the events table (the lock path pays
+    nothing for a feed nobody follows); the first subscriber then gets what comes next."""
+    reads_before = len(events_read)
+    await cycles(database, 5)
+    await asyncio.sleep(0.2)
+    assert len(events_read) == reads_before
+    follower = await feed.subscribe(None)
+    await cycles(database, 1)
+    assert len(await collect(follower, 2)) == 2

@@ -139,8 +139,13 @@ class EventFeed:
 
     async def subscribe(self, after: int | None) -> FeedSubscriber:
         """A subscriber that gets every event after `after` (None: from now on)."""
+        newest = await self._database.read(Store.last_event_id)
+        if not self._subscribers:
+            # Nobody was following, so the feed has not read since: it goes on from here
+            # (a subscriber with an older cursor catches up from the table).
+            self.position = max(self.position, newest)
         if after is None:
-            after = await self._database.read(Store.last_event_id)
+            after = newest
         subscriber = FeedSubscriber(self, after, behind=after < self.position)
         self._subscribers.add(subscriber)
         return subscriber
@@ -163,7 +168,9 @@ class EventFeed:
             # Cleared before reading: a commit during the read wakes the next round at once.
             signal.clear()
             try:
-                await self._fetch()
+                if self._subscribers:
+                    # With nobody following, reading would only tax the lock path.
+                    await self._fetch()
             except DatabaseUnavailableError as error:
                 if not unavailable:
                     log.warning("event feed paused: database unavailable: %s", error)
