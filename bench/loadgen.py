@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -569,6 +570,11 @@ class RunResult:
     overlaps: int
     error_samples: list[str]
     overlap_samples: list[str]
+    #: Open /api/v2/events/stream connections held during the run (--streams).
+    streams: int = 0
+    #: The server's resident memory (VmRSS, KiB) once ready, and with the streams open.
+    rss_idle_kib: int = 0
+    rss_kib: int = 0
 
     @property
     def ok(self) -> bool:
@@ -581,6 +587,8 @@ class RunResult:
             f"{self.workload:<15} {self.server:<10} {self.cycles_per_s:9.1f} cycles/s"
             f"  lock p50 {self.lock_p50_ms:6.2f} ms  p99 {self.lock_p99_ms:6.2f} ms"
             f"  busy {self.busy}  errors {self.errors}  overlaps: {self.overlaps}"
+            f"  streams {self.streams}  rss {self.rss_idle_kib / 1024:.1f}"
+            f" -> {self.rss_kib / 1024:.1f} MiB"
         )
 
 
@@ -1135,7 +1143,9 @@ def run_side(
 ) -> tuple[RunResult, list[str]]:
     """Start one side's server in a fresh directory, run the workload, stop the server.
     Returns the result (a failed auth check counts as errors) and notes to print."""
-    env = {"RENTABOT_ANONYMOUS_ROLE": "none"} if side.key_role is not None else None
+    env = {"RENTABOT_ANONYMOUS_ROLE": "none"} if side.key_role is not None else {}
+    if args.streams:
+        env["RENTABOT_MAX_STREAM_SUBSCRIBERS"] = str(args.streams)
     server = Server(side.spec, descriptor, reference_dir, workdir, env)
     notes: list[str] = []
     try:
@@ -1145,7 +1155,11 @@ def run_side(
         server.start()
         server.wait_ready(args.prefix + "/resources", args.ready_timeout, headers)
         cfg = replace(make_config(args, workload, HOST, server.port), headers=headers)
-        result = run_load(cfg, server=side.spec.name)
+        rss_idle = server.rss_kib()
+        with OpenStreams(server.port, args.streams, headers) as streams:
+            result = run_load(cfg, server=side.spec.name)
+            result.streams = streams.count
+            result.rss_idle_kib, result.rss_kib = rss_idle, server.rss_kib()
         if side.key_role is not None:
             report, problems = check_key_auth(
                 server.port, args.prefix, headers, KEY_NAME, side.key_role
@@ -1156,6 +1170,59 @@ def run_side(
     finally:
         server.stop()
     return result, notes
+
+
+class OpenStreams:
+    """`count` clients following /api/v2/events/stream, each reading what it is sent, in a
+    thread of their own (an event loop holding the sockets) while the load runs."""
+
+    def __init__(self, port: int, count: int, headers: bytes) -> None:
+        self.port, self.count, self.headers = port, count, headers
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._tasks: list[asyncio.Future[None]] = []
+
+    async def _follow(self, opened: asyncio.Future[None]) -> None:
+        reader, writer = await asyncio.open_connection(HOST, self.port)
+        writer.write(
+            b"GET /api/v2/events/stream HTTP/1.1\r\nHost: %s\r\n%s\r\n"
+            % (HOST.encode(), self.headers)
+        )
+        status = await reader.readline()
+        if b" 200 " not in status:
+            opened.set_exception(RuntimeError(f"stream refused: {status!r}"))
+            return
+        while (await reader.readline()).strip():
+            pass  # the headers
+        await reader.readline()  # the retry line: subscribed
+        opened.set_result(None)
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            writer.close()
+
+    async def _open_all(self) -> None:
+        opened = [self._loop.create_future() for _ in range(self.count)]
+        self._tasks = [asyncio.ensure_future(self._follow(f)) for f in opened]
+        await asyncio.wait_for(asyncio.gather(*opened), 60)
+
+    def __enter__(self) -> OpenStreams:
+        if self.count:
+            self._thread.start()
+            asyncio.run_coroutine_threadsafe(self._open_all(), self._loop).result(70)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.count:
+            asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    async def _close_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -1675,6 +1742,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for a 200")
     p.add_argument("--rounds", type=int, default=3, help="alternations per workload")
     p.add_argument("--resources", type=int, default=50, help="resources in the descriptor")
+    p.add_argument(
+        "--streams",
+        type=int,
+        default=0,
+        help="hold this many open /api/v2/events/stream connections (each reading) on every"
+        " server during its run; the report gives its VmRSS before and with them",
+    )
     p.add_argument(
         "--api-key-role",
         choices=("lock", "admin"),

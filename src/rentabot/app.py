@@ -28,6 +28,7 @@ from rentabot.interfaces.edge import EdgeGuard
 from rentabot.interfaces.runtime import Runtime, Subscribers
 from rentabot.service.admin import AdminService
 from rentabot.service.bootstrap import open_database_for
+from rentabot.service.feed import EventFeed
 from rentabot.service.health import HealthService
 from rentabot.service.identity import USAGE_FLUSH_S, IdentityService
 from rentabot.service.leases import Clock, LeasePolicy, LeaseService
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 session_ttl=settings.session_ttl,
                 clock=now,
             )
+            # One reader of the audit trail for every event-stream client of this process.
+            feed = EventFeed(database)
             app.state.runtime = Runtime(
                 settings=settings,
                 health=HealthService(database),
@@ -102,8 +105,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     claim_window=settings.reservation_claim_window,
                     clock=now,
                 ),
+                feed=feed,
             )
             database.listen(leases.wakeups.wake)
+            await feed.start()
             tasks = [
                 asyncio.create_task(_sweep_expired_leases(leases), name="expiry sweep"),
                 asyncio.create_task(_record_key_usage(identity), name="key usage"),
@@ -111,6 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             try:
                 yield
             finally:
+                await feed.stop()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)

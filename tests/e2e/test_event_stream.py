@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import EXAMPLES, Server
+from tests.conftest import skip_or_fail
+from tests.support import EXAMPLES, RENTABOT, Replicas, Server, postgres_schema
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +115,56 @@ def test_a_stream_past_the_subscriber_limit_is_refused_with_429(tmp_path: Path) 
             pytest.fail("no second subscriber was let in after the first left")
         httpx.post(f"{server.url}/rentabot/api/v1.0/resources/2/lock")
         assert second.result()[0]["event"] == "granted"
+
+
+def test_many_streams_each_get_every_event_once_in_order(tmp_path: Path) -> None:
+    """40 open streams on one server each get the same 10 events, once each, in id order
+    (one feed fans them out; none is skipped or repeated for any subscriber)."""
+    with Server(tmp_path / "db.sqlite", EXAMPLES) as server:
+        stream = f"{server.url}/api/v2/events/stream"
+        readers = [StreamReader(stream, 10) for _ in range(40)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            assert reader.subscribed.wait(10), "a stream never answered"
+        v1 = f"{server.url}/rentabot/api/v1.0/resources"
+        with httpx.Client() as client:
+            for _ in range(5):
+                token = client.post(f"{v1}/2/lock").json()["lock-token"]
+                client.post(f"{v1}/2/unlock", params={"lock-token": token})
+        received = [[e["id"] for e in reader.result()] for reader in readers]
+        assert received[0] == sorted(set(received[0]))
+        assert len(received[0]) == 10
+        assert all(ids == received[0] for ids in received)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for two replicas."""
+    if not RENTABOT.exists():
+        skip_or_fail(f"the rentabot console script is not installed at {RENTABOT}")
+    with postgres_schema() as url:
+        yield url
+
+
+def test_an_event_on_one_replica_reaches_a_stream_on_another_within_a_second(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two replicas on one PostgreSQL: a lock taken on the first is pushed to a stream open
+    on the second within 1 s (its feed hears of other replicas' commits by itself)."""
+    replicas = Replicas(postgres_url, EXAMPLES, 2, tmp_path).start()
+    try:
+        first, second = replicas.urls
+        reader = StreamReader(f"{second}/api/v2/events/stream", 1)
+        reader.start()
+        assert reader.subscribed.wait(10), "the stream never answered"
+        began = time.monotonic()
+        httpx.post(f"{first}/rentabot/api/v1.0/resources/3/lock", timeout=10)
+        reader.join(timeout=5)
+        elapsed = time.monotonic() - began
+        received = reader.result()
+        assert received[0]["event"] == "granted"
+        assert received[0]["data"]["resource_id"] == 3
+        assert elapsed < 1.0, f"the event took {elapsed:.2f} s to cross replicas"
+    finally:
+        replicas.stop()

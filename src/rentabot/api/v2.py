@@ -8,7 +8,6 @@ Domain errors raised here become `{"error": {...}}` in `api/errors.py`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
@@ -45,7 +44,7 @@ from rentabot.api.v2_schemas import (
 )
 from rentabot.domain.errors import LimitError, NotHolderError
 from rentabot.domain.identity import Role
-from rentabot.domain.model import MAX_ID, Lease
+from rentabot.domain.model import MAX_ID, Event, Lease
 from rentabot.interfaces.auth import (
     SESSION_COOKIE,
     Admin,
@@ -356,17 +355,12 @@ class Subscription(StreamingResponse):
 async def event_stream(
     caller: Reader,
     app: RuntimeDep,
-    request: Request,
     since: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
 ) -> StreamingResponse:
     """Every new event as it is committed: `id`, `event` (its kind) and `data` (its JSON).
     Reconnecting with `Last-Event-ID` (browsers do) or `?since=` resumes without a gap.
     429 `too_many_subscribers` past RENTABOT_MAX_STREAM_SUBSCRIBERS in this process."""
-    cursor = last_event_id if last_event_id is not None else since
-    if cursor is None:
-        # A new subscriber gets what happens from now on.
-        cursor = await app.admin.last_event_id()
     subscribers = app.subscribers
     if not subscribers.join():
         raise LimitError(
@@ -374,26 +368,40 @@ async def event_stream(
             f"{subscribers.limit} clients already follow the event stream here"
             " (RENTABOT_MAX_STREAM_SUBSCRIBERS); poll GET /api/v2/events instead",
         )
+    try:
+        # A new subscriber (no cursor) gets what happens from now on.
+        follower = await app.feed.subscribe(last_event_id if last_event_id is not None else since)
+    except BaseException:
+        subscribers.leave()
+        raise
+
+    def leave() -> None:
+        follower.close()
+        subscribers.leave()
+
+    rendered = app.feed.rendered
 
     async def stream() -> AsyncIterator[str]:
-        position = cursor
-        quiet_since = time.monotonic()
         yield "retry: 1000\n\n"
-        while not await request.is_disconnected():
-            found = await app.admin.events(after=position, limit=500)
-            for event in found:
-                data = EventOut.of(event).model_dump_json()
-                yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
-                position = event.id
-            if found:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > STREAM_KEEPALIVE_S:
+        while True:
+            found = await follower.next(STREAM_KEEPALIVE_S)
+            if not found:
                 yield ": keep-alive\n\n"
-                quiet_since = time.monotonic()
-            # Woken by this process's commits; other processes' are seen within 0.5 s.
-            await app.admin.next_commit(0.5)
+                continue
+            # One write per wake-up, however many events it brought; each event rendered
+            # once for every subscriber of the process.
+            yield "".join(_sse(event, rendered) for event in found)
 
-    return Subscription(stream(), subscribers.leave)
+    return Subscription(stream(), leave)
+
+
+def _sse(event: Event, rendered: dict[int, str]) -> str:
+    """The server-sent-event text of one event, from the feed's cache when there."""
+    text = rendered.get(event.id)
+    if text is None:
+        data = EventOut.of(event).model_dump_json()
+        text = rendered[event.id] = f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+    return text
 
 
 # ---------------------------------------------------------------------- identities

@@ -8,6 +8,7 @@ from typing import cast
 from starlette.requests import Request
 
 from rentabot.service.admin import AdminService
+from rentabot.service.feed import EventFeed
 from rentabot.service.health import HealthService
 from rentabot.service.identity import IdentityService
 from rentabot.service.leases import LeaseService, StillThere
@@ -49,6 +50,7 @@ class Runtime:
     subscribers: Subscribers
     usage: UsageService
     reservations: ReservationService
+    feed: EventFeed
 
 
 def runtime(request: Request) -> Runtime:

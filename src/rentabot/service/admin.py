@@ -59,11 +59,6 @@ class AdminService:
         """The id of the newest event (0: none yet)."""
         return await self._database.read(Store.last_event_id)
 
-    async def next_commit(self, timeout: float) -> None:
-        """Return after this process's next commit (new events may follow), or after
-        `timeout` seconds: other processes' events are only seen by looking again."""
-        await self._database.committed(timeout)
-
     async def _resource(self, resource_id: int) -> Resource:
         resource = await self._database.read(lambda store: store.resource(resource_id))
         if resource is None:

@@ -18,7 +18,6 @@ more per statement than these statements do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -55,7 +54,7 @@ class Database(ABC):
         self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._engine: Engine | None = None
-        # Set after every group commit: the event stream waits on it (in this process).
+        # Set after every group commit: the event feed waits on it (in this process).
         self._committed: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ per backend
@@ -206,14 +205,13 @@ class Database(ABC):
             else:
                 future.set_result(result)
 
-    async def committed(self, timeout: float) -> None:
-        """Return after the next group commit of this process, or after `timeout` seconds
-        (writes made by other processes are only seen by looking again)."""
+    def commit_signal(self) -> asyncio.Event:
+        """An event set after every group commit of this process (call on the loop). Its one
+        reader, the event feed (`service/feed.py`), clears it before it reads, so a commit made
+        while it reads is never missed; other processes' writes are only seen by looking."""
         if self._committed is None:
             self._committed = asyncio.Event()
-        self._committed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._committed.wait(), timeout)
+        return self._committed
 
     def ping(self) -> None:
         """Run a trivial query. Raises DatabaseUnavailableError when that fails."""
