@@ -86,6 +86,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/openapi.json"): Role.NONE,
     ("GET", "/docs"): Role.NONE,
     ("GET", "/"): Role.READ,
+    ("GET", "/queue"): Role.READ,
     ("GET", "/signin"): Role.NONE,
     ("POST", "/signin"): Role.NONE,
     ("POST", "/signout"): Role.NONE,
@@ -94,6 +95,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/actions/reserve"): Role.LOCK,
     ("POST", "/actions/extend"): Role.LOCK,
     ("POST", "/actions/release"): Role.LOCK,
+    ("POST", "/actions/cancel"): Role.LOCK,
     ("POST", "/actions/maintenance"): Role.ADMIN,
     ("POST", "/actions/force-release"): Role.ADMIN,
 }
@@ -296,6 +298,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/openapi.json"): lambda m: ("/openapi.json", {}),
     ("GET", "/docs"): lambda m: ("/docs", {}),
     ("GET", "/"): lambda m: ("/", {}),
+    ("GET", "/queue"): lambda m: ("/queue", {}),
     ("GET", "/signin"): lambda m: ("/signin", {}),
     # The sign-in form is always checked for its origin: send the page's own.
     ("POST", "/signin"): lambda m: (
@@ -312,6 +315,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     ("POST", "/actions/extend"): lambda m: ("/actions/extend", {"data": {"lease_id": "999999"}}),
     ("POST", "/actions/release"): lambda m: ("/actions/release", {"data": {"lease_id": "999999"}}),
+    ("POST", "/actions/cancel"): lambda m: ("/actions/cancel", {"data": {"ticket_id": "999999"}}),
     ("POST", "/actions/maintenance"): lambda m: (
         "/actions/maintenance",
         {"data": {"resource_id": "999999"}},
@@ -326,7 +330,7 @@ CALLS: dict[tuple[str, str], Call] = {
 PAGES = frozenset(
     {"/", "/signin", "/signout", "/docs", "/static/{name}", "/resources/{resource_id}"}
     | {"/actions/reserve", "/actions/extend", "/actions/release", "/actions/maintenance"}
-    | {"/actions/force-release"}
+    | {"/actions/force-release", "/queue", "/actions/cancel"}
 )
 
 

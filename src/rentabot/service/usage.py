@@ -22,6 +22,7 @@ from rentabot.domain.usage import (
     median,
     usage_figures,
 )
+from rentabot.service.queue import places
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
 
@@ -41,6 +42,16 @@ class ResourceHistory:
 
     resource: Resource
     history: History
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A waiting ticket, its 1-based place in serving order, and its expected wait in
+    seconds (None: no estimate)."""
+
+    ticket: Ticket
+    place: int
+    estimate: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +164,22 @@ class UsageService:
         formula is `domain.estimate`'s."""
         now = self._clock()
         return await self._database.read(lambda store: _estimates(store, now), large=True)
+
+    async def queue_report(self) -> list[QueueEntry]:
+        """The waiting tickets in serving order, each with its place and its estimate, read
+        in one transaction (what the queue page shows)."""
+        now = self._clock()
+
+        def query(store: Store) -> list[QueueEntry]:
+            tickets = store.waiting_tickets(ESTIMATE_SCAN)
+            place = places(tickets)
+            waits = _estimates(store, now)
+            return [
+                QueueEntry(ticket, place[ticket.id], waits.get(ticket.id))
+                for ticket in sorted(tickets, key=lambda t: place[t.id])
+            ]
+
+        return await self._database.read(query, large=True)
 
     def _history(self, store: Store, resource_id: int, limit: int) -> ResourceHistory:
         resource = store.resource(resource_id)
