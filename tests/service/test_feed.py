@@ -154,3 +154,23 @@ async def test_with_nobody_following_the_feed_reads_nothing(
     follower = await feed.subscribe(None)
     await cycles(database, 1)
     assert len(await collect(follower, 2)) == 2
+
+
+async def test_stop_ends_a_feed_whose_task_swallowed_a_cancel(database: Database) -> None:
+    """On Python 3.11 a cancel can be lost inside wait_for: stop() cancels until the task is
+    done, so an app's shutdown never hangs on the feed."""
+    feed = EventFeed(database, poll=60.0)
+    swallowed: list[bool] = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.append(True)  # lost, as wait_for may lose it
+        await asyncio.sleep(3600)
+
+    feed._task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(feed.stop(), 5)
+    assert swallowed == [True]
+    assert feed._task is None

@@ -109,6 +109,7 @@ class EventFeed:
         self.capacity = capacity
         self._subscribers: set[FeedSubscriber] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         #: The id of the newest event the feed has handed out.
         self.position = 0
         #: How many times the feed has read the events table (tests count them).
@@ -133,8 +134,12 @@ class EventFeed:
     async def stop(self) -> None:
         """Stop reading; subscribers get nothing more."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._stopping = True
+            # Python 3.11's wait_for can swallow a cancel that lands as the wait it guards
+            # completes: cancel again until the task is done (the flag ends its loop too).
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1.0)
             self._task = None
 
     async def subscribe(self, after: int | None) -> FeedSubscriber:
@@ -164,7 +169,7 @@ class EventFeed:
     async def _run(self) -> None:
         signal = self._database.commit_signal()
         unavailable = False
-        while True:
+        while not self._stopping:
             # Cleared before reading: a commit during the read wakes the next round at once.
             signal.clear()
             try:
