@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 default_ttl=settings.default_ttl,
                 max_ttl=settings.max_ttl,
                 keepalive=settings.queue_keepalive,
+                person_grace=settings.queue_person_grace,
                 long_poll=settings.long_poll_seconds,
                 max_waiting=settings.max_waiting,
                 max_waiting_per_principal=settings.max_waiting_per_principal,

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
         le=3600,
         description="A waiting client that stops polling leaves the queue after this (s).",
     )
+    queue_person_grace: float = Field(
+        default=120.0,
+        ge=0,
+        le=86400,
+        description=(
+            "How long (s) a person's place in the queue outlives their page (a reload, another"
+            " view, a closed tab); machines get only the keep-alive."
+        ),
+    )
     long_poll_seconds: float = Field(
         default=60.0,
         ge=0.5,

@@ -96,6 +96,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/actions/extend"): Role.LOCK,
     ("POST", "/actions/release"): Role.LOCK,
     ("POST", "/actions/cancel"): Role.LOCK,
+    ("POST", "/actions/join"): Role.LOCK,
     ("POST", "/actions/maintenance"): Role.ADMIN,
     ("POST", "/actions/force-release"): Role.ADMIN,
 }
@@ -316,6 +317,7 @@ CALLS: dict[tuple[str, str], Call] = {
     ("POST", "/actions/extend"): lambda m: ("/actions/extend", {"data": {"lease_id": "999999"}}),
     ("POST", "/actions/release"): lambda m: ("/actions/release", {"data": {"lease_id": "999999"}}),
     ("POST", "/actions/cancel"): lambda m: ("/actions/cancel", {"data": {"ticket_id": "999999"}}),
+    ("POST", "/actions/join"): lambda m: ("/actions/join", {"data": {"resource_id": "999999"}}),
     ("POST", "/actions/maintenance"): lambda m: (
         "/actions/maintenance",
         {"data": {"resource_id": "999999"}},
@@ -330,7 +332,7 @@ CALLS: dict[tuple[str, str], Call] = {
 PAGES = frozenset(
     {"/", "/signin", "/signout", "/docs", "/static/{name}", "/resources/{resource_id}"}
     | {"/actions/reserve", "/actions/extend", "/actions/release", "/actions/maintenance"}
-    | {"/actions/force-release", "/queue", "/actions/cancel"}
+    | {"/actions/force-release", "/queue", "/actions/cancel", "/actions/join"}
 )
 
 

@@ -18,7 +18,7 @@ from tests.support import EXAMPLES, V1, Server, write_descriptor
 pytestmark = pytest.mark.browser
 
 HEADERS = ["#", "Name", "Lock Status", "Description", "Endpoint", "Tags", "Holder", "Expires"]
-HEADERS += ["Since", "Fence", "Actions"]
+HEADERS += ["Since", "Fence", "Waiting", "Actions"]
 PHONE_WIDTH = 390
 #: How long (ms) the page may take to show a change pushed by the event stream: the issue's 1 s.
 LIVE_TIMEOUT_MS = 1_000

@@ -54,6 +54,13 @@ class FreeResource:
     tags: frozenset[str]
 
 
+def waiting_for(waiters: Iterable[Waiter], resources: Iterable[FreeResource]) -> dict[int, int]:
+    """How many waiters could be granted each resource (by id) once it is free: those that
+    name it, and those whose tags it carries (what the page shows as "waiting")."""
+    waiting = list(waiters)
+    return {r.id: sum(1 for w in waiting if w.matches(r)) for r in resources}
+
+
 def queue_order(waiters: Iterable[Waiter]) -> list[Waiter]:
     """The waiters in the order they are served: priority (highest first), then arrival, then id.
 

@@ -70,6 +70,8 @@ class Resource:
     fence: int
     #: The lease holding it; None when free.
     holder: Holder | None = None
+    #: Gone from the descriptor but still held: shown until its lease ends, never granted.
+    retired: bool = False
 
     @property
     def tags(self) -> tuple[str, ...]:

@@ -27,6 +27,9 @@ class LeasePolicy:
     max_ttl: float | None = None
     #: A waiting client that has not polled for this long leaves the queue.
     keepalive: float = 10.0
+    #: How much longer a person's place is kept once their page stops following it (they
+    #: reload, move to another view, or close the tab by mistake): a session's hang-up.
+    person_grace: float = 120.0
     #: Longest single wait in one call: a long-poll answers by then, and the client re-polls.
     long_poll: float = 60.0
     #: Most requests waiting in the queue, in all and per principal (anonymous callers

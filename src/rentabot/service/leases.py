@@ -159,6 +159,28 @@ class LeaseService:
     ) -> Lease | Queued:
         """`acquire` with a resolver of the caller's (the v1 API resolves its own way)."""
         started = time.monotonic()
+        outcome = await self._decide(resolve, terms, principal, asked)
+        if isinstance(outcome, Queued) and outcome.ticket.state == "waiting":
+            remaining = terms.wait - (time.monotonic() - started)
+            return await self._waiting.wait(
+                outcome.ticket.id, outcome.ticket.token, principal, remaining, still_there
+            )
+        return outcome
+
+    async def request(
+        self, selection: Selection, terms: LeaseTerms, principal: Principal
+    ) -> Lease | Queued:
+        """`acquire`, answering at once: the lease if it is granted now, else the ticket
+        that keeps the place in the queue (for up to `terms.wait` seconds, while polled).
+
+        A person's page joins the queue this way, then follows the ticket with `wait`."""
+        return await self._decide(
+            selection_resolver(selection), terms, principal, selection.canonical()
+        )
+
+    async def _decide(
+        self, resolve: Resolver, terms: LeaseTerms, principal: Principal, asked: str | None
+    ) -> Lease | Queued:
         acquisition = Acquisition(
             resolve=resolve,
             terms=terms,
@@ -172,11 +194,6 @@ class LeaseService:
         self.wakeups.wake(woken)
         if isinstance(outcome, Refused):
             raise outcome.error
-        if isinstance(outcome, Queued) and outcome.ticket.state == "waiting":
-            remaining = terms.wait - (time.monotonic() - started)
-            return await self._waiting.wait(
-                outcome.ticket.id, outcome.ticket.token, principal, remaining, still_there
-            )
         return outcome
 
     async def wait(
@@ -272,6 +289,7 @@ class LeaseService:
         now = self._clock()
         if not store.end_ticket(ticket_id, now, "cancelled"):
             return ticket, []
+        store.add_event(now, "ticket_cancelled", actor=principal.name, detail={"ticket": ticket_id})
         ended = replace(ticket, state="cancelled", ended_at=now)
         return ended, serve_queue(store, self.policy, now)
 

@@ -7,9 +7,12 @@ answering the original's errors; unlocking serves the wait queue in the same tra
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from contextlib import suppress
 from functools import partial
+from typing import NamedTuple
 
+from rentabot.domain.allocation import FreeResource, waiting_for
 from rentabot.domain.errors import (
     AlreadyReleasedError,
     BusyError,
@@ -30,10 +33,19 @@ from rentabot.domain.model import (
     is_plausible_text,
 )
 from rentabot.service.leases import LeaseService, LeaseTerms, Queued, StillThere
-from rentabot.service.queue import Need
+from rentabot.service.queue import QUEUE_SCAN, Need, ticket_waiter
 from rentabot.storage.database import Database
 from rentabot.storage.leases import HeldBy
 from rentabot.storage.store import Store
+
+
+class Browsed(NamedTuple):
+    """A page of the people's resource view: its resources, how many match in all, and how
+    many waiting requests could take each resource on the page (by id)."""
+
+    resources: list[Resource]
+    total: int
+    waiting: Mapping[int, int]
 
 
 class LockService:
@@ -65,13 +77,18 @@ class LockService:
         sort: str = "id",
         offset: int = 0,
         limit: int = 50,
-    ) -> tuple[list[Resource], int]:
+    ) -> Browsed:
         """The page's view of resources: `resources_page`, also by holder (owner or
         principal) and free text, sorted (`id`, `name`, `expires`, `since`); with the number
-        that match."""
-        return await self._database.read(
-            lambda store: store.browse(tags, state, holder, text, sort, offset, limit)
-        )
+        that match and, per resource, how many waiting requests could take it."""
+
+        def query(store: Store) -> Browsed:
+            resources, total = store.browse(tags, state, holder, text, sort, offset, limit)
+            waiters = [ticket_waiter(t) for t in store.waiting_tickets(QUEUE_SCAN)]
+            free = (FreeResource(r.id, frozenset(r.tags)) for r in resources)
+            return Browsed(resources, total, waiting_for(waiters, free) if waiters else {})
+
+        return await self._database.read(query)
 
     async def resource(self, resource_id: int) -> Resource:
         """One resource. Raises NotFoundError."""

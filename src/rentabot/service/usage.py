@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from rentabot.domain.allocation import FreeResource
 from rentabot.domain.errors import InvalidRequestError, NotFoundError
 from rentabot.domain.estimate import PoolResource, QueuedRequest, estimate_waits
 from rentabot.domain.model import Holder, Resource, Ticket, V1Selection
@@ -22,7 +23,7 @@ from rentabot.domain.usage import (
     median,
     usage_figures,
 )
-from rentabot.service.queue import places
+from rentabot.service.queue import places, ticket_waiter
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
 
@@ -62,6 +63,8 @@ class ResourceReport:
     resource: Resource
     history: History
     figures: tuple[UsageFigures, ...]
+    #: The waiting requests that could take this resource, in serving order.
+    queue: tuple[QueueEntry, ...] = ()
 
 
 def _start(holder: Holder | None) -> LeaseStart | None:
@@ -108,7 +111,9 @@ class UsageService:
         def query(store: Store) -> ResourceReport:
             found = self._history(store, resource_id, limit)
             figures = tuple(_figures(store, [found.resource], days, now) for days in windows)
-            return ResourceReport(found.resource, found.history, figures)
+            return ResourceReport(
+                found.resource, found.history, figures, _queue_for(store, found.resource, now)
+            )
 
         return await self._database.read(query, large=True)
 
@@ -237,6 +242,22 @@ def _figures(store: Store, resources: Sequence[Resource], days: int, now: float)
         days=days,
         until=now,
         waits=[w for _, waits in histories.values() for w in waits],
+    )
+
+
+def _queue_for(store: Store, resource: Resource, now: float) -> tuple[QueueEntry, ...]:
+    """The waiting tickets that could be granted `resource`, in serving order, with their
+    places in the whole queue and their estimates (computed only when there are some)."""
+    tickets = store.waiting_tickets(ESTIMATE_SCAN)
+    this = FreeResource(resource.id, frozenset(resource.tags))
+    wanting = [t for t in tickets if ticket_waiter(t).matches(this)]
+    if not wanting:
+        return ()
+    place = places(tickets)
+    waits = _estimates(store, now)
+    return tuple(
+        QueueEntry(t, place[t.id], waits.get(t.id))
+        for t in sorted(wanting, key=lambda t: place[t.id])
     )
 
 

@@ -87,8 +87,10 @@ class Waiting:
                 if remaining <= 0:
                     return outcome
                 if still_there is not None and not await still_there():
-                    # The client hung up: its keep-alive starts now.
-                    await self._database.write(partial(touch, self._clock()))
+                    # The client hung up: its keep-alive starts now (a person's page, after
+                    # their grace period: they may be reloading or moving between views).
+                    grace = self._policy.person_grace if principal.ambient else 0.0
+                    await self._database.write(partial(touch, self._clock() + grace))
                     return outcome
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(

@@ -13,7 +13,8 @@ from rentabot.storage.sql import Statements, dump_json, in_chunks
 #: A resource with its holder (never the holder's token): see `resource_of`.
 RESOURCE_COLUMNS = (
     "r.id, r.name, r.description, r.endpoint, r.tags_text, r.properties, r.maintenance,"
-    " r.fence, l.id, l.owner, l.acquired_at, l.expires_at, l.principal"
+    " r.fence, l.id, l.owner, l.acquired_at, l.expires_at, l.principal,"
+    " r.retired_at IS NOT NULL"
 )
 #: Resources and their holders, for `RESOURCE_COLUMNS`.
 RESOURCES_WITH_HOLDERS = "resources r LEFT JOIN leases l ON l.id = r.lease_id"
@@ -55,6 +56,7 @@ def resource_of(row: Sequence[Any], holder: Holder | None = None) -> Resource:
         maintenance=bool(row[6]),
         fence=row[7],
         holder=holder,
+        retired=len(row) > 13 and bool(row[13]),
     )
 
 

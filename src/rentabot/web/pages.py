@@ -23,9 +23,11 @@ from rentabot.interfaces.auth import PUBLIC, SESSION_COOKIE, Reader
 from rentabot.interfaces.runtime import runtime
 from rentabot.web.usage_view import usage_view
 from rentabot.web.views import (
+    DURATION_CHOICES,
     PAGE_SIZES,
     SORTS,
     STATES,
+    WAIT_CHOICES,
     Filters,
     snippets,
     state_label,
@@ -36,7 +38,11 @@ templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 router = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).with_name("static")
 #: The only files served from web/static, with their types (no directory listing, no path).
-STATIC_FILES = {"page.css": "text/css", "page.js": "text/javascript"}
+STATIC_FILES = {
+    "page.css": "text/css",
+    "page.js": "text/javascript",
+    "waiting.js": "text/javascript",
+}
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
     " connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self';"
@@ -79,6 +85,8 @@ def render(
         "version": __version__,
         "may_lock": caller is not None and caller.may(Role.LOCK),
         "is_admin": caller is not None and caller.may(Role.ADMIN),
+        # Whose places in the queue the page's script follows (waiting.js).
+        "me": caller.subject if caller is not None and caller.authenticated else "",
         "csrf": csrf_token(session) if signed_in and session else "",
         "now": time.time(),
         **context,
@@ -101,7 +109,7 @@ async def index(request: Request, caller: Reader) -> Response:
     tag, state, holder, "mine" and text, sorted and paged in the database."""
     filters = Filters.of(parse_qs(request.url.query))
     holder = caller.subject if filters.mine and caller.authenticated else filters.holder
-    resources, total = await runtime(request).locks.browse(
+    resources, total, waiting = await runtime(request).locks.browse(
         filters.tags,
         filters.state,
         holder,
@@ -118,6 +126,7 @@ async def index(request: Request, caller: Reader) -> Response:
             "caller": caller,
             "resources": resources,
             "total": total,
+            "waiting": waiting,
             "filters": filters,
             "pages": pages,
             "states": STATES,
@@ -146,6 +155,9 @@ async def resource_page(request: Request, resource_id: int, caller: Reader) -> R
             "r": resource,
             "usage": usage,
             "filters": Filters(),
+            "queue": report.queue,
+            "durations": DURATION_CHOICES,
+            "waits": WAIT_CHOICES,
             "snippets": snippets(str(request.base_url), resource=resource),
             "notice": (parse_qs(request.url.query).get("done") or [""])[0][:200],
         },

@@ -13,6 +13,21 @@ from rentabot.domain.model import Resource
 STATES = ("available", "locked", "maintenance")
 SORTS = ("id", "name", "expires", "since")
 PAGE_SIZES = (25, 50, 100, 200)
+#: The lease times a person picks from (s, as read), and how long they may wait in the queue.
+DURATION_CHOICES = (
+    (900, "15 min"),
+    (3600, "1 h"),
+    (4 * 3600, "4 h"),
+    (8 * 3600, "8 h"),
+    (86400, "24 h"),
+)
+WAIT_CHOICES = (
+    (900, "15 min"),
+    (3600, "1 h"),
+    (4 * 3600, "4 h"),
+    (8 * 3600, "8 h"),
+    (86400, "24 h"),
+)
 #: Bounds on what a filter may carry: a URL is hostile text like any other.
 MAX_FILTER = 200
 MAX_TAGS = 10
@@ -108,6 +123,8 @@ def web_link(owner: str | None) -> str | None:
 def state_label(resource: Resource) -> tuple[str, str]:
     """(css class, text) of a resource's state as a person reads it."""
     if resource.holder is not None:
+        if resource.retired:
+            return "retired", f"{resource.lock_details} (retired: gone once released)"
         if resource.maintenance:
             return "locked", f"{resource.lock_details} (maintenance next)"
         return "locked", resource.lock_details

@@ -1,10 +1,14 @@
 // rentabot's page, progressively enhanced: "/" focuses the search, expiry counts down, and
 // the event stream updates the resource rows in place (the page stays readable without it).
 // No library, no request outside this server; inserted content comes from this server's own
-// escaped HTML, never from event text.
+// escaped HTML, never from event text. A signed-in person's places in the queue are followed
+// by waiting.js.
+
+import { followMyPlaces } from "./waiting.js";
 
 const KINDS = ["granted", "released", "expired", "force_released", "renewed",
-  "maintenance_on", "maintenance_off", "inventory"];
+  "maintenance_on", "maintenance_off", "inventory", "ticket_cancelled", "ticket_timed_out",
+  "ticket_abandoned"];
 
 function focusSearchOnSlash() {
   document.addEventListener("keydown", (event) => {
@@ -59,11 +63,17 @@ async function refreshRows() {
   countDown();
 }
 
+// One stream per page, for the live rows and for a signed-in person's places in the queue
+// (waiting.js hears of every event as "rentabot:event").
 function follow() {
-  if (!document.querySelector("[data-live]") || !window.EventSource) return;
+  const rows = document.querySelector("[data-live]");
+  if ((!rows && !document.body.dataset.me) || !window.EventSource) return;
   const status = document.getElementById("live");
   const stream = new EventSource("/api/v2/events/stream");
-  const changed = () => { if (!pending) pending = setTimeout(refreshRows, 100); };
+  const changed = () => {
+    document.dispatchEvent(new CustomEvent("rentabot:event"));
+    if (rows && !pending) pending = setTimeout(refreshRows, 100);
+  };
   for (const kind of KINDS) stream.addEventListener(kind, changed);
   stream.onmessage = changed;
   stream.onopen = () => { if (status) status.textContent = "live"; document.body.dataset.live = "open"; };
@@ -74,3 +84,5 @@ focusSearchOnSlash();
 countDown();
 setInterval(countDown, 1000);
 follow();
+document.addEventListener("rentabot:changed", () => { if (!pending) pending = setTimeout(refreshRows, 100); });
+followMyPlaces();
