@@ -15,7 +15,7 @@ from html import escape
 
 #: The chart's fixed size (its viewBox), in SVG units; the page scales it to its box.
 WIDTH, HEIGHT = 320, 120
-_TOP, _BOTTOM, _LEFT, _RIGHT = 8, 20, 28, 4
+_TOP, _BOTTOM, _LEFT, _RIGHT = 8, 20, 34, 4
 #: Most bars drawn: a longer series keeps its latest days.
 MAX_BARS = 90
 
