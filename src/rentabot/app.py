@@ -37,7 +37,7 @@ from rentabot.service.reservations import ReservationService
 from rentabot.service.usage import UsageService
 from rentabot.settings import Settings
 from rentabot.storage import migrate
-from rentabot.web import actions, pages, queue_page
+from rentabot.web import actions, activity_page, pages, queue_page, tags_page
 from rentabot.web import routes as web
 
 log = logging.getLogger("rentabot")
@@ -152,6 +152,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(pages.router)
     app.include_router(actions.router)
     app.include_router(queue_page.router)
+    app.include_router(tags_page.router)
+    app.include_router(activity_page.router)
     app.include_router(web.router)
     return app
 

@@ -87,6 +87,9 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/docs"): Role.NONE,
     ("GET", "/"): Role.READ,
     ("GET", "/queue"): Role.READ,
+    ("GET", "/tags"): Role.READ,
+    ("GET", "/tags/{tag}"): Role.READ,
+    ("GET", "/activity"): Role.READ,
     ("GET", "/signin"): Role.NONE,
     ("POST", "/signin"): Role.NONE,
     ("POST", "/signout"): Role.NONE,
@@ -300,6 +303,9 @@ CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/docs"): lambda m: ("/docs", {}),
     ("GET", "/"): lambda m: ("/", {}),
     ("GET", "/queue"): lambda m: ("/queue", {}),
+    ("GET", "/tags"): lambda m: ("/tags", {}),
+    ("GET", "/tags/{tag}"): lambda m: ("/tags/coffee", {}),
+    ("GET", "/activity"): lambda m: ("/activity", {}),
     ("GET", "/signin"): lambda m: ("/signin", {}),
     # The sign-in form is always checked for its origin: send the page's own.
     ("POST", "/signin"): lambda m: (
@@ -333,6 +339,7 @@ PAGES = frozenset(
     {"/", "/signin", "/signout", "/docs", "/static/{name}", "/resources/{resource_id}"}
     | {"/actions/reserve", "/actions/extend", "/actions/release", "/actions/maintenance"}
     | {"/actions/force-release", "/queue", "/actions/cancel", "/actions/join"}
+    | {"/tags", "/tags/{tag}", "/activity"}
 )
 
 

@@ -46,11 +46,18 @@ class AdminService:
         resource_id: int | None = None,
         lease_id: int | None = None,
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[Event]:
-        """The audit trail after event `after`, oldest first."""
+        """The audit trail after event `after`, oldest first (the API's pages); with
+        `newest_first`, the latest `limit` events after it, newest first (the activity
+        view)."""
         return await self._database.read(
             lambda store: store.events(
-                after=after, resource_id=resource_id, lease_id=lease_id, limit=limit
+                after=after,
+                resource_id=resource_id,
+                lease_id=lease_id,
+                limit=limit,
+                newest_first=newest_first,
             ),
             large=limit > 100,
         )

@@ -14,6 +14,7 @@ from rentabot.domain.allocation import FreeResource
 from rentabot.domain.errors import InvalidRequestError, NotFoundError
 from rentabot.domain.estimate import PoolResource, QueuedRequest, estimate_waits
 from rentabot.domain.model import Holder, Resource, Ticket, V1Selection
+from rentabot.domain.tags import TagCounts, queue_lengths
 from rentabot.domain.usage import (
     DAY_S,
     History,
@@ -23,7 +24,7 @@ from rentabot.domain.usage import (
     median,
     usage_figures,
 )
-from rentabot.service.queue import places, ticket_waiter
+from rentabot.service.queue import QUEUE_SCAN, places, ticket_waiter
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
 
@@ -65,6 +66,28 @@ class ResourceReport:
     figures: tuple[UsageFigures, ...]
     #: The waiting requests that could take this resource, in serving order.
     queue: tuple[QueueEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TagPool:
+    """A tag as a pool: its resources by state, and how many waiting requests ask for it
+    (`domain.tags.queue_lengths`, over the queue's first `QUEUE_SCAN` tickets)."""
+
+    counts: TagCounts
+    waiting: int
+
+    @property
+    def tag(self) -> str:
+        """The tag."""
+        return self.counts.tag
+
+
+@dataclass(frozen=True, slots=True)
+class TagReport:
+    """What a tag's page shows: the pool, and its figures over each window asked for."""
+
+    pool: TagPool
+    figures: tuple[UsageFigures, ...]
 
 
 def _start(holder: Holder | None) -> LeaseStart | None:
@@ -164,6 +187,28 @@ class UsageService:
 
         return await self._database.read(query, large=True)
 
+    async def tags_overview(self) -> list[TagPool]:
+        """Every tag carried by a visible resource, in tag order: its resources by state
+        (one aggregate query) and its queue length, read in one transaction."""
+        return await self._database.read(lambda store: _pools(store, None), large=True)
+
+    async def tag_report(self, tag: str, windows: Sequence[int] = (7, 30)) -> TagReport:
+        """One tag's pool and its figures over each window (days), read in one
+        transaction. Raises NotFoundError when no visible resource carries it."""
+        for days in windows:
+            _check_days(days)
+        now = self._clock()
+
+        def query(store: Store) -> TagReport:
+            found = _pools(store, tag)
+            members = store.tag_members(tag).get(tag)
+            if not found or not members:
+                raise NotFoundError(None, f"No resource carries the tag {tag!r}")
+            figures = tuple(_figures(store, members, days, now) for days in windows)
+            return TagReport(found[0], figures)
+
+        return await self._database.read(query, large=True)
+
     async def queue_estimates(self) -> dict[int, float | None]:
         """Each waiting ticket's expected wait in seconds from now (None: no estimate); the
         formula is `domain.estimate`'s."""
@@ -259,6 +304,17 @@ def _queue_for(store: Store, resource: Resource, now: float) -> tuple[QueueEntry
         QueueEntry(t, place[t.id], waits.get(t.id))
         for t in sorted(wanting, key=lambda t: place[t.id])
     )
+
+
+def _pools(store: Store, tag: str | None) -> list[TagPool]:
+    """The pools of one tag (or of every tag) with their queue lengths."""
+    counts = store.tag_counts(tag)
+    if not counts:
+        return []
+    tickets = store.waiting_tickets(QUEUE_SCAN)
+    named = sorted({i for t in tickets for i in t.resource_ids or ()})
+    lengths = queue_lengths(tickets, store.tags_of(named))
+    return [TagPool(c, lengths.get(c.tag, 0)) for c in counts]
 
 
 def _request(ticket: Ticket) -> QueuedRequest:

@@ -31,9 +31,16 @@ class EventRecords(Statements):
         )
 
     def events(
-        self, *, after: int, resource_id: int | None, lease_id: int | None, limit: int
+        self,
+        *,
+        after: int,
+        resource_id: int | None,
+        lease_id: int | None,
+        limit: int,
+        newest_first: bool = False,
     ) -> list[Event]:
-        """Events with an id above `after`, oldest first, optionally of one resource or lease."""
+        """Events with an id above `after`, optionally of one resource or lease: the first
+        `limit` oldest first, or (`newest_first`) the last `limit` newest first."""
         where, params = ["id > ?"], [after]
         if resource_id is not None:
             where.append("resource_id = ?")
@@ -43,7 +50,7 @@ class EventRecords(Statements):
             params.append(lease_id)
         rows = self._run(
             "SELECT id, at, kind, resource_id, lease_id, actor, detail FROM events"
-            f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            f" WHERE {' AND '.join(where)} ORDER BY id{' DESC' if newest_first else ''} LIMIT ?",
             [*params, limit],
         ).fetchall()
         return [

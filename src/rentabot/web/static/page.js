@@ -1,14 +1,16 @@
 // rentabot's page, progressively enhanced: "/" focuses the search, expiry counts down, and
-// the event stream updates the resource rows in place (the page stays readable without it).
-// No library, no request outside this server; inserted content comes from this server's own
-// escaped HTML, never from event text. A signed-in person's places in the queue are followed
-// by waiting.js.
+// the event stream updates the resource rows in place and the activity table (the page
+// stays readable without it). No library, no request outside this server; inserted
+// content comes from this server's own escaped HTML, never from event text. A signed-in
+// person's places in the queue are followed by waiting.js.
 
 import { followMyPlaces } from "./waiting.js";
 
 const KINDS = ["granted", "released", "expired", "force_released", "renewed",
   "maintenance_on", "maintenance_off", "inventory", "ticket_cancelled", "ticket_timed_out",
   "ticket_abandoned"];
+// The activity view shows every event, also those that change no resource row.
+const ACTIVITY_KINDS = [...KINDS, "resource_added", "resource_updated", "resource_retired"];
 
 function focusSearchOnSlash() {
   document.addEventListener("keydown", (event) => {
@@ -37,13 +39,19 @@ function countDown() {
 
 let pending = null;
 
-// Fetch this very view (same filters, same page) and swap the rows that changed: the server
-// stays the one place that decides what a row shows.
+// This very view (same filters, same page) as the server renders it now, or null.
+async function fetchView() {
+  const answer = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+  if (!answer.ok) return null;
+  return new DOMParser().parseFromString(await answer.text(), "text/html");
+}
+
+// Fetch this very view and swap the rows that changed: the server stays the one place that
+// decides what a row shows.
 async function refreshRows() {
   pending = null;
-  const answer = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
-  if (!answer.ok) return;
-  const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
+  const fresh = await fetchView();
+  if (!fresh) return;
   const table = document.querySelector("#resources tbody");
   const freshTable = fresh.querySelector("#resources tbody");
   if (table && freshTable) {
@@ -63,18 +71,33 @@ async function refreshRows() {
   countDown();
 }
 
+// The activity view: the newest events as the server renders them replace the table's
+// body whole (it is at most a hundred rows, newest first).
+async function refreshActivity() {
+  pending = null;
+  const fresh = await fetchView();
+  const body = document.querySelector("#activity tbody");
+  const freshBody = fresh && fresh.querySelector("#activity tbody");
+  if (body && freshBody) body.replaceWith(document.importNode(freshBody, true));
+}
+
 // One stream per page, for the live rows and for a signed-in person's places in the queue
 // (waiting.js hears of every event as "rentabot:event").
 function follow() {
   const rows = document.querySelector("[data-live]");
   if ((!rows && !document.body.dataset.me) || !window.EventSource) return;
   const status = document.getElementById("live");
-  const stream = new EventSource("/api/v2/events/stream");
+  const activity = document.getElementById("activity");
+  // The activity view follows from the last event it shows, so nothing committed between
+  // its rendering and the stream's opening is missed.
+  const since = activity ? `?since=${encodeURIComponent(activity.dataset.since || "0")}` : "";
+  const stream = new EventSource(`/api/v2/events/stream${since}`);
+  const refresh = activity ? refreshActivity : refreshRows;
   const changed = () => {
     document.dispatchEvent(new CustomEvent("rentabot:event"));
-    if (rows && !pending) pending = setTimeout(refreshRows, 100);
+    if (rows && !pending) pending = setTimeout(refresh, 100);
   };
-  for (const kind of KINDS) stream.addEventListener(kind, changed);
+  for (const kind of activity ? ACTIVITY_KINDS : KINDS) stream.addEventListener(kind, changed);
   stream.onmessage = changed;
   stream.onopen = () => { if (status) status.textContent = "live"; document.body.dataset.live = "open"; };
   stream.onerror = () => { if (status) status.textContent = "reconnecting…"; };
