@@ -56,7 +56,14 @@ LAB: dict[str, dict[str, object]] = {
 
 
 #: The files `shoot` writes: the views (path), light; the resource view dark and on a phone.
-VIEWS = {"resources": "/", "resource": "/resources/1", "queue": "/queue"}
+VIEWS = {
+    "resources": "/",
+    "resource": "/resources/1",
+    "queue": "/queue",
+    "tags": "/tags",
+    "tag": "/tags/nrf52",
+    "activity": "/activity",
+}
 NAMES = (*(f"{name}.png" for name in VIEWS), "resources-dark.png", "resources-phone.png")
 
 

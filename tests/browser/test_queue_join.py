@@ -161,3 +161,41 @@ def test_the_page_shows_the_place_moving_as_the_people_ahead_are_served(
     person.get_by_role("link", name="Open board-b").click()
     person.get_by_role("button", name="Release").click()
     expect(person.locator(".notice")).to_contain_text("Released")
+
+
+def test_a_person_reserves_two_by_tag_from_the_tag_page_then_waits_for_one(
+    server: Server, person: Page
+) -> None:
+    """On /tags/lab ada reserves 2: both boards are hers, in one lease (through the API).
+    Then bob, on the same page, sees no Reserve (none free) and joins the queue for one
+    `lab` board; when ada releases, the page tells him, and it is his."""
+    _sign_in(person, server, "ada")
+    person.goto(f"{server.url}/tags/lab")
+    form = person.locator("#reserve-tag")
+    form.get_by_label("How many to reserve").fill("2")
+    form.get_by_role("button", name="Reserve").click()
+    expect(person.locator(".notice")).to_contain_text("Reserved board-a, board-b")
+    assert (_holder(server, 1), _holder(server, 2)) == ("ada", "ada")
+
+    context = person.context.browser.new_context()  # type: ignore[union-attr]
+    context.add_init_script(RECORD_NOTIFICATIONS)
+    bob = context.new_page()
+    try:
+        _sign_in(bob, server, "bob")
+        bob.goto(f"{server.url}/tags/lab")
+        expect(bob.locator("#reserve-tag")).to_have_count(0)
+        bob.locator("#join-tag").get_by_role("button", name="Join the queue").click()
+        expect(bob.locator(".notice")).to_contain_text("In the queue: place 1")
+        # One lease holds both: releasing it frees both, and bob's one goes to him.
+        person.goto(f"{server.url}/resources/2")
+        person.get_by_role("button", name="Release").click()
+        expect(bob.locator(".granted")).to_contain_text(
+            "board-a is yours", timeout=GRANT_TIMEOUT_MS
+        )
+        assert (_holder(server, 1), _holder(server, 2)) == ("bob", None)
+        bob.get_by_role("link", name="Open board-a").click()
+        bob.get_by_role("button", name="Release").click()
+        expect(bob.locator(".notice")).to_contain_text("Released")
+    finally:
+        context.close()
+    assert (_holder(server, 1), _holder(server, 2)) == (None, None)

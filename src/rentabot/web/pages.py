@@ -71,7 +71,14 @@ def clock(at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
-templates.env.globals.update(until=until, clock=clock, web_link=web_link, state_label=state_label)
+templates.env.globals.update(
+    until=until,
+    clock=clock,
+    web_link=web_link,
+    state_label=state_label,
+    durations=DURATION_CHOICES,
+    waits=WAIT_CHOICES,
+)
 
 
 def render(
@@ -156,8 +163,6 @@ async def resource_page(request: Request, resource_id: int, caller: Reader) -> R
             "usage": usage,
             "filters": Filters(),
             "queue": report.queue,
-            "durations": DURATION_CHOICES,
-            "waits": WAIT_CHOICES,
             "snippets": snippets(str(request.base_url), resource=resource),
             "notice": (parse_qs(request.url.query).get("done") or [""])[0][:200],
         },

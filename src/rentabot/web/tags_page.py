@@ -9,6 +9,7 @@ hostile text: bounded here, escaped by the templates.
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -53,5 +54,6 @@ async def tag_page(request: Request, tag: str, caller: Reader) -> Response:
             "pool": report.pool,
             "usage": usage_view(tag, report.figures, None, time.time()),
             "snippets": snippets(str(request.base_url), tag=tag),
+            "notice": (parse_qs(request.url.query).get("done") or [""])[0][:200],
         },
     )
