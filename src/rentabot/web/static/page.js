@@ -81,6 +81,12 @@ async function refreshActivity() {
   if (body && freshBody) body.replaceWith(document.importNode(freshBody, true));
 }
 
+// Refresh this view's live part once, shortly: many events in a burst cost one fetch.
+function refreshSoon() {
+  const refresh = document.getElementById("activity") ? refreshActivity : refreshRows;
+  if (!pending) pending = setTimeout(refresh, 100);
+}
+
 // One stream per page, for the live rows and for a signed-in person's places in the queue
 // (waiting.js hears of every event as "rentabot:event").
 function follow() {
@@ -92,10 +98,9 @@ function follow() {
   // its rendering and the stream's opening is missed.
   const since = activity ? `?since=${encodeURIComponent(activity.dataset.since || "0")}` : "";
   const stream = new EventSource(`/api/v2/events/stream${since}`);
-  const refresh = activity ? refreshActivity : refreshRows;
   const changed = () => {
     document.dispatchEvent(new CustomEvent("rentabot:event"));
-    if (rows && !pending) pending = setTimeout(refresh, 100);
+    if (rows) refreshSoon();
   };
   for (const kind of activity ? ACTIVITY_KINDS : KINDS) stream.addEventListener(kind, changed);
   stream.onmessage = changed;
@@ -107,5 +112,5 @@ focusSearchOnSlash();
 countDown();
 setInterval(countDown, 1000);
 follow();
-document.addEventListener("rentabot:changed", () => { if (!pending) pending = setTimeout(refreshRows, 100); });
+document.addEventListener("rentabot:changed", () => { if (document.querySelector("[data-live]")) refreshSoon(); });
 followMyPlaces();
