@@ -14,6 +14,12 @@ Everything authoritative is a row, as on SQLite; what changes is how the transac
   dropped on rollback); every replica `LISTEN`s on a connection of its own and wakes its
   waiters. Waiters also re-read their ticket every `RECHECK_S` (every 0.25 s while the
   listener is down), so a lost notification delays a grant but never loses it.
+- **New events are announced** the same way, once per write transaction that appended any,
+  in the COMMIT's own round trip (no extra trip on the lock path): the listener then wakes
+  this replica's event feed (`Database._wake_feed`), so an event committed on one replica
+  reaches the event streams of every other within a notification's delay, not a poll's.
+  The feed still re-reads now and then (see `service/feed.py`), for a notification missed
+  while the listener was away.
 - **Unreachable means 503, fast.** Work runs in worker threads, never on the event loop;
   every wait (connect, a free connection, a statement) is bounded by the `timeout` setting;
   after a connection fails, requests fail at once for `DOWN_BACKOFF_S` instead of each
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +63,9 @@ RECHECK_S = 2.0
 DOWN_BACKOFF_S = 0.5
 #: How often the listener tries to reconnect while PostgreSQL is unreachable.
 LISTEN_RETRY_S = 1.0
+#: The payload of a new-events notification starts so (a grant's is a ticket id); the rest
+#: names the sending replica, whose own feed was woken by its commit already.
+EVENTS_PAYLOAD = "events "
 
 
 @lru_cache(maxsize=2048)
@@ -106,6 +116,13 @@ class PostgresStore(Store):
         self._cursor.execute("SELECT pg_notify(%s, %s)", (self._channel, str(ticket_id)))
 
 
+def _quote(text: str) -> str:
+    """`text` as an SQL string literal (standard_conforming_strings, PostgreSQL's default
+    since 9.1): for the notification statement, which must carry no parameters to share
+    COMMIT's round trip."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def psycopg_url(url: URL) -> URL:
     """The URL with the psycopg 3 driver (`postgresql://` alone would mean psycopg2)."""
     return url.set(drivername="postgresql+psycopg")
@@ -136,6 +153,14 @@ class PostgresDatabase(Database):
         self._listener: threading.Thread | None = None
         self._listening = False
         self._stopping = threading.Event()
+        #: Whether a write transaction that appended events tells the other replicas' feeds
+        #: at commit (tests turn it off to see the feed without it).
+        self.announce_events = True
+        self._events_payload = EVENTS_PAYLOAD + secrets.token_hex(8)
+        self._commit_announcing: str | None = None
+        # Set by the listener thread while a feed wake-up is on its way to the loop: a burst
+        # of other replicas' commits costs the loop one callback, not one per commit.
+        self._feed_wake_pending = False
 
     # ------------------------------------------------------------------ connections
 
@@ -235,12 +260,25 @@ class PostgresDatabase(Database):
                 connection.execute(
                     f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext(current_schema()))"
                 )
-                yield self._store(connection)
+                store = self._store(connection)
+                yield store
             except BaseException:
                 if not connection.closed:
                     connection.execute("ROLLBACK")
                 raise
-            connection.execute("COMMIT")
+            if store.added_events and self.announce_events:
+                connection.execute(self._commit_announcing_events())
+            else:
+                connection.execute("COMMIT")
+
+    def _commit_announcing_events(self) -> str:
+        """COMMIT, preceded in the same message (one round trip, no parameters) by the
+        NOTIFY that wakes the other replicas' event feeds; delivered only if it commits."""
+        if self._commit_announcing is None:
+            assert self._channel is not None  # set by the first connection
+            channel, payload = _quote(self._channel), _quote(self._events_payload)
+            self._commit_announcing = f"SELECT pg_notify({channel}, {payload}); COMMIT"
+        return self._commit_announcing
 
     @contextmanager
     def reader(self) -> Iterator[Store]:
@@ -271,13 +309,13 @@ class PostgresDatabase(Database):
                 batch = self._take_batch()
                 operations = [operation for operation, _ in batch]
                 try:
-                    outcomes = await loop.run_in_executor(
+                    outcomes, added_events = await loop.run_in_executor(
                         self._executor, self._run_batch, operations
                     )
                 except RuntimeError as error:  # the executor is shut down: the app stops
                     failure = DatabaseUnavailableError(f"shutting down: {error}")
-                    outcomes = [(None, failure) for _ in batch]
-                self._deliver(batch, outcomes)
+                    outcomes, added_events = [(None, failure) for _ in batch], False
+                self._deliver(batch, outcomes, added_events)
         finally:
             self._flush_scheduled = False
 
@@ -303,7 +341,8 @@ class PostgresDatabase(Database):
     def listen(self, wake: Callable[[list[int] | None], None]) -> None:
         """Start the listener thread: `wake(ticket ids)` for every grant announced by any
         replica, and `wake(None)` (everyone) after it (re)connects, as grants may have been
-        missed while it was away."""
+        missed while it was away. New events committed by another replica wake the event
+        feed (and it is woken after every (re)connect too, for the same reason)."""
         loop = asyncio.get_running_loop()
         self._listener = threading.Thread(
             target=self._listen_forever, args=(loop, wake), name="rentabot-listen", daemon=True
@@ -325,11 +364,17 @@ class PostgresDatabase(Database):
                     connection.execute(f'LISTEN "{self._channel}"')
                     self._listening = True
                     loop.call_soon_threadsafe(wake, None)
+                    self._hear_events(loop)
                     while not self._stopping.is_set():
                         # Each one at once: the wake-up latency is the point.
                         for notification in connection.notifies(timeout=0.5):
-                            if notification.payload.isdigit():
-                                loop.call_soon_threadsafe(wake, [int(notification.payload)])
+                            payload = notification.payload
+                            if payload.isdigit():
+                                loop.call_soon_threadsafe(wake, [int(payload)])
+                            elif payload != self._events_payload and payload.startswith(
+                                EVENTS_PAYLOAD
+                            ):
+                                self._hear_events(loop)
             except psycopg.Error as error:
                 if not self._stopping.is_set():
                     log.warning("lost the wake-up listener (reconnecting): %s", error)
@@ -339,11 +384,22 @@ class PostgresDatabase(Database):
                 self._listening = False
             self._stopping.wait(LISTEN_RETRY_S)
 
+    def _hear_events(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the listener thread: wake the feed on the loop, unless a wake-up is already on
+        its way (it is cleared on the loop before the feed is woken, so none is lost)."""
+        if not self._feed_wake_pending:
+            self._feed_wake_pending = True
+            loop.call_soon_threadsafe(self._feed_woken)
+
+    def _feed_woken(self) -> None:
+        self._feed_wake_pending = False
+        self._wake_feed()
+
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def listening(self) -> bool:
-        """Whether this process hears other replicas' grants right now."""
+        """Whether this process hears other replicas' grants and new events right now."""
         return self._listening
 
     def dispose(self) -> None:
