@@ -14,12 +14,16 @@ Everything authoritative is a row, as on SQLite; what changes is how the transac
   dropped on rollback); every replica `LISTEN`s on a connection of its own and wakes its
   waiters. Waiters also re-read their ticket every `RECHECK_S` (every 0.25 s while the
   listener is down), so a lost notification delays a grant but never loses it.
-- **New events are announced** the same way, once per write transaction that appended any,
-  in the COMMIT's own round trip (no extra trip on the lock path): the listener then wakes
-  this replica's event feed (`Database._wake_feed`), so an event committed on one replica
-  reaches the event streams of every other within a notification's delay, not a poll's.
-  The feed still re-reads now and then (see `service/feed.py`), for a notification missed
-  while the listener was away.
+- **New events are announced** the same way, by a write transaction that appended any, in
+  the COMMIT's own round trip (no extra trip on the lock path): the listener then wakes this
+  replica's event feed (`Database._wake_feed`), so an event committed on one replica reaches
+  the event streams of every other within a notification's delay, not a poll's. At most one
+  per `ANNOUNCE_EVERY_S` per replica: every notification wakes every replica's listener
+  thread (and PostgreSQL's backend behind it), and one per group commit cost the lock path
+  about a seventh of its throughput; a commit within the interval is announced by the next
+  one, or `ANNOUNCE_EVERY_S` later on its own (`_pay_announcement`), never not at all. The
+  feed still re-reads now and then (see `service/feed.py`), for a notification missed while
+  the listener was away.
 - **Unreachable means 503, fast.** Work runs in worker threads, never on the event loop;
   every wait (connect, a free connection, a statement) is bounded by the `timeout` setting;
   after a connection fails, requests fail at once for `DOWN_BACKOFF_S` instead of each
@@ -30,6 +34,7 @@ Everything authoritative is a row, as on SQLite; what changes is how the transac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -66,6 +71,9 @@ LISTEN_RETRY_S = 1.0
 #: The payload of a new-events notification starts so (a grant's is a ticket id); the rest
 #: names the sending replica, whose own feed was woken by its commit already.
 EVENTS_PAYLOAD = "events "
+#: Least time between two new-events notifications of one replica (the feeds coalesce their
+#: reads over as long anyway: service/feed.py's COALESCE_S).
+ANNOUNCE_EVERY_S = 0.05
 
 
 @lru_cache(maxsize=2048)
@@ -158,6 +166,12 @@ class PostgresDatabase(Database):
         self.announce_events = True
         self._events_payload = EVENTS_PAYLOAD + secrets.token_hex(8)
         self._commit_announcing: str | None = None
+        # When this replica last announced new events, and whether a commit since has not
+        # been (written by the worker threads, read on the loop: under the lock).
+        self._announce_lock = threading.Lock()
+        self._announced_at = -math.inf
+        self._announce_owed = False
+        self._owed_timer: asyncio.TimerHandle | None = None
         # Set by the listener thread while a feed wake-up is on its way to the loop: a burst
         # of other replicas' commits costs the loop one callback, not one per commit.
         self._feed_wake_pending = False
@@ -266,10 +280,50 @@ class PostgresDatabase(Database):
                 if not connection.closed:
                     connection.execute("ROLLBACK")
                 raise
-            if store.added_events and self.announce_events:
+            announce = store.added_events and self.announce_events
+            if announce and time.monotonic() - self._announced_at >= ANNOUNCE_EVERY_S:
                 connection.execute(self._commit_announcing_events())
+                self._announced(owed=False)
             else:
                 connection.execute("COMMIT")
+                if announce:
+                    self._announced(owed=True)
+
+    def _announced(self, *, owed: bool) -> None:
+        """Note a commit with events: announced (now), or owed an announcement."""
+        with self._announce_lock:
+            if owed:
+                self._announce_owed = True
+            else:
+                self._announced_at = time.monotonic()
+                self._announce_owed = False
+
+    def _schedule_owed_announcement(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop, after a group: a commit that was not announced will be, at the
+        latest ANNOUNCE_EVERY_S from now (sooner if a later commit carries it)."""
+        if self._announce_owed and self._owed_timer is None:
+            self._owed_timer = loop.call_later(ANNOUNCE_EVERY_S, self._pay_announcement, loop)
+
+    def _pay_announcement(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._owed_timer = None
+        if self._announce_owed and not self._stopping.is_set():
+            with contextlib.suppress(RuntimeError):  # the executor is shut down: stopping
+                loop.run_in_executor(self._executor, self._announce_now)
+
+    def _announce_now(self) -> None:
+        """In a worker thread: the owed notification, on its own (autocommit: sent at once)."""
+        if not self._announce_owed:
+            return  # a commit carried it meanwhile
+        try:
+            with self._connection() as connection:
+                assert self._channel is not None
+                connection.execute(
+                    "SELECT pg_notify(%s, %s)", (self._channel, self._events_payload)
+                )
+            self._announced(owed=False)
+        except DatabaseUnavailableError as error:
+            # The other feeds' own re-read (service/feed.py) finds the events instead.
+            log.debug("could not announce new events: %s", error)
 
     def _commit_announcing_events(self) -> str:
         """COMMIT, preceded in the same message (one round trip, no parameters) by the
@@ -316,6 +370,7 @@ class PostgresDatabase(Database):
                     failure = DatabaseUnavailableError(f"shutting down: {error}")
                     outcomes, added_events = [(None, failure) for _ in batch], False
                 self._deliver(batch, outcomes, added_events)
+                self._schedule_owed_announcement(loop)
         finally:
             self._flush_scheduled = False
 
