@@ -2,8 +2,12 @@
 
 Without it, every group commit woke every event-stream client and each read the events
 table itself: 200 open streams made 200 reads per commit, on the event loop. Here one task
-reads what is new once per wake-up (this process's commits; every `poll` seconds for other
-processes' and replicas') and hands the same events to every subscriber's bounded queue.
+reads what is new once per wake-up and hands the same events to every subscriber's bounded
+queue. It wakes on `Database.commit_signal`: this process's commits, and on PostgreSQL
+another replica's commit of events (announced by NOTIFY, heard by the listener thread). It
+also re-reads every `poll` seconds (every `LISTENING_POLL_S` at least while notifications
+are heard), for what no signal announces: another process on the same SQLite file, or a
+replica's commit while this one's listener was away.
 
 A subscriber that starts behind the feed (a `Last-Event-ID` older than what the feed has
 read), or that falls more than `capacity` events behind, reads the table by its own cursor
@@ -37,6 +41,9 @@ COALESCE_S = 0.05
 RENDERED_MAX = 4096
 #: Events a subscriber may have waiting before it is sent back to the table.
 CAPACITY = 2000
+#: Least time between two re-reads with no signal while other replicas' commits are heard
+#: (`Database.listening`): then the re-read is only a safety net, as a waiter's recheck is.
+LISTENING_POLL_S = 2.0
 
 
 class FeedSubscriber:
@@ -185,8 +192,11 @@ class EventFeed:
             else:
                 unavailable = False
             await asyncio.sleep(COALESCE_S)
+            poll = self._poll
+            if self._database.listening:
+                poll = max(poll, LISTENING_POLL_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), self._poll)
+                await asyncio.wait_for(signal.wait(), poll)
 
     async def _fetch(self) -> None:
         while True:

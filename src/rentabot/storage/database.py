@@ -54,7 +54,7 @@ class Database(ABC):
         self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._engine: Engine | None = None
-        # Set after every group commit: the event feed waits on it (in this process).
+        # Set after every group commit that appended events: the event feed waits on it.
         self._committed: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ per backend
@@ -98,7 +98,8 @@ class Database(ABC):
 
     @property
     def listening(self) -> bool:
-        """Whether grants made by other processes wake this one's waiters."""
+        """Whether grants and new events made by other processes wake this one's waiters and
+        event feed (then the feed re-reads less often)."""
         return False
 
     # ------------------------------------------------------------------ shared
@@ -142,8 +143,9 @@ class Database(ABC):
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         return batch
 
-    def _run_batch(self, operations: list[Operation]) -> list[Outcome]:
-        """Run operations in one transaction, each in a savepoint; their outcomes in order.
+    def _run_batch(self, operations: list[Operation]) -> tuple[list[Outcome], bool]:
+        """Run operations in one transaction, each in a savepoint; their outcomes in order,
+        and whether the committed transaction appended events (the feed has news).
 
         An operation that raises is rolled back to its savepoint and fails alone: on
         PostgreSQL, `ROLLBACK TO` also recovers a transaction aborted by a failed statement.
@@ -169,12 +171,13 @@ class Database(ABC):
                     else:
                         store.release_savepoint()
                         outcomes.append((result, None))
+                added_events = store.added_events
         except Exception as error:
             # The transaction failed (BEGIN, COMMIT, a savepoint, the connection): nothing of
             # the group is committed, and every caller in it hears of it.
             failure = self._unavailable(error)
-            return [(None, failure) for _ in operations]
-        return outcomes
+            return [(None, failure) for _ in operations], False
+        return outcomes, added_events
 
     def _failure(self, error: Exception) -> Exception:
         """What the caller of one failed operation gets (its savepoint rolled back).
@@ -193,9 +196,14 @@ class Database(ABC):
         return error
 
     def _deliver(
-        self, batch: list[tuple[Operation, asyncio.Future[Any]]], outcomes: list[Outcome]
+        self,
+        batch: list[tuple[Operation, asyncio.Future[Any]]],
+        outcomes: list[Outcome],
+        added_events: bool,
     ) -> None:
-        if self._committed is not None:
+        # Only a commit with events wakes the feed: the expiry sweep commits four times a
+        # second on every replica, mostly nothing, and the feed would re-read each time.
+        if added_events and self._committed is not None:
             self._committed.set()
         for (_, future), (result, failure) in zip(batch, outcomes, strict=True):
             if future.cancelled():
@@ -206,12 +214,20 @@ class Database(ABC):
                 future.set_result(result)
 
     def commit_signal(self) -> asyncio.Event:
-        """An event set after every group commit of this process (call on the loop). Its one
-        reader, the event feed (`service/feed.py`), clears it before it reads, so a commit made
-        while it reads is never missed; other processes' writes are only seen by looking."""
+        """An event set after every group commit of this process that appended events (call
+        on the loop), and on
+        PostgreSQL when another replica commits events (`_wake_feed`). Its one reader, the
+        event feed (`service/feed.py`), clears it before it reads, so a commit made while it
+        reads is never missed; without notifications (SQLite, a PostgreSQL listener that is
+        down) other processes' writes are only seen by looking."""
         if self._committed is None:
             self._committed = asyncio.Event()
         return self._committed
+
+    def _wake_feed(self) -> None:
+        """On the loop: another process committed events; wake the feed as a commit does."""
+        if self._committed is not None:
+            self._committed.set()
 
     def ping(self) -> None:
         """Run a trivial query. Raises DatabaseUnavailableError when that fails."""

@@ -13,6 +13,10 @@ from rentabot.storage.sql import Statements
 class EventRecords(Statements):
     """Events: append, and read after an id."""
 
+    #: Whether this transaction appended an event: at commit, PostgreSQL then tells the
+    #: other replicas' event feeds (storage/postgres.py), once per transaction.
+    added_events = False
+
     def add_event(
         self,
         now: float,
@@ -24,6 +28,7 @@ class EventRecords(Statements):
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         """Append an audit event."""
+        self.added_events = True
         self._run(
             "INSERT INTO events (at, kind, resource_id, lease_id, actor, detail)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -65,12 +70,20 @@ class EventRecords(Statements):
 
     def add_events(self, rows: Iterable[tuple[float, str, int | None, str | None]]) -> None:
         """Append many events of the form (at, kind, resource_id, detail JSON)."""
+        rows = list(rows)
+        if not rows:
+            return  # the expiry sweep, mostly: no statement, and no news for the feeds
+        self.added_events = True
         self._run_many(
             "INSERT INTO events (at, kind, resource_id, detail) VALUES (?, ?, ?, ?)", rows
         )
 
     def add_lease_events(self, rows: Iterable[tuple[float, str, int, int, str | None]]) -> None:
         """Append many events of the form (at, kind, resource_id, lease_id, actor)."""
+        rows = list(rows)
+        if not rows:
+            return
+        self.added_events = True
         self._run_many(
             "INSERT INTO events (at, kind, resource_id, lease_id, actor) VALUES (?, ?, ?, ?, ?)",
             rows,

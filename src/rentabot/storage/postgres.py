@@ -14,6 +14,16 @@ Everything authoritative is a row, as on SQLite; what changes is how the transac
   dropped on rollback); every replica `LISTEN`s on a connection of its own and wakes its
   waiters. Waiters also re-read their ticket every `RECHECK_S` (every 0.25 s while the
   listener is down), so a lost notification delays a grant but never loses it.
+- **New events are announced** the same way, by a write transaction that appended any, in
+  the COMMIT's own round trip (no extra trip on the lock path): the listener then wakes this
+  replica's event feed (`Database._wake_feed`), so an event committed on one replica reaches
+  the event streams of every other within a notification's delay, not a poll's. At most one
+  per `ANNOUNCE_EVERY_S` per replica: every notification wakes every replica's listener
+  thread (and PostgreSQL's backend behind it), and one per group commit cost the lock path
+  about a seventh of its throughput; a commit within the interval is announced by the next
+  one, or `ANNOUNCE_EVERY_S` later on its own (`_pay_announcement`), never not at all. The
+  feed still re-reads now and then (see `service/feed.py`), for a notification missed while
+  the listener was away.
 - **Unreachable means 503, fast.** Work runs in worker threads, never on the event loop;
   every wait (connect, a free connection, a statement) is bounded by the `timeout` setting;
   after a connection fails, requests fail at once for `DOWN_BACKOFF_S` instead of each
@@ -24,8 +34,10 @@ Everything authoritative is a row, as on SQLite; what changes is how the transac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +68,12 @@ RECHECK_S = 2.0
 DOWN_BACKOFF_S = 0.5
 #: How often the listener tries to reconnect while PostgreSQL is unreachable.
 LISTEN_RETRY_S = 1.0
+#: The payload of a new-events notification starts so (a grant's is a ticket id); the rest
+#: names the sending replica, whose own feed was woken by its commit already.
+EVENTS_PAYLOAD = "events "
+#: Least time between two new-events notifications of one replica (the feeds coalesce their
+#: reads over as long anyway: service/feed.py's COALESCE_S).
+ANNOUNCE_EVERY_S = 0.05
 
 
 @lru_cache(maxsize=2048)
@@ -106,6 +124,13 @@ class PostgresStore(Store):
         self._cursor.execute("SELECT pg_notify(%s, %s)", (self._channel, str(ticket_id)))
 
 
+def _quote(text: str) -> str:
+    """`text` as an SQL string literal (standard_conforming_strings, PostgreSQL's default
+    since 9.1): for the notification statement, which must carry no parameters to share
+    COMMIT's round trip."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def psycopg_url(url: URL) -> URL:
     """The URL with the psycopg 3 driver (`postgresql://` alone would mean psycopg2)."""
     return url.set(drivername="postgresql+psycopg")
@@ -136,6 +161,20 @@ class PostgresDatabase(Database):
         self._listener: threading.Thread | None = None
         self._listening = False
         self._stopping = threading.Event()
+        #: Whether a write transaction that appended events tells the other replicas' feeds
+        #: at commit (tests turn it off to see the feed without it).
+        self.announce_events = True
+        self._events_payload = EVENTS_PAYLOAD + secrets.token_hex(8)
+        self._commit_announcing: str | None = None
+        # When this replica last announced new events, and whether a commit since has not
+        # been (written by the worker threads, read on the loop: under the lock).
+        self._announce_lock = threading.Lock()
+        self._announced_at = -math.inf
+        self._announce_owed = False
+        self._owed_timer: asyncio.TimerHandle | None = None
+        # Set by the listener thread while a feed wake-up is on its way to the loop: a burst
+        # of other replicas' commits costs the loop one callback, not one per commit.
+        self._feed_wake_pending = False
 
     # ------------------------------------------------------------------ connections
 
@@ -235,12 +274,65 @@ class PostgresDatabase(Database):
                 connection.execute(
                     f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext(current_schema()))"
                 )
-                yield self._store(connection)
+                store = self._store(connection)
+                yield store
             except BaseException:
                 if not connection.closed:
                     connection.execute("ROLLBACK")
                 raise
-            connection.execute("COMMIT")
+            announce = store.added_events and self.announce_events
+            if announce and time.monotonic() - self._announced_at >= ANNOUNCE_EVERY_S:
+                connection.execute(self._commit_announcing_events())
+                self._announced(owed=False)
+            else:
+                connection.execute("COMMIT")
+                if announce:
+                    self._announced(owed=True)
+
+    def _announced(self, *, owed: bool) -> None:
+        """Note a commit with events: announced (now), or owed an announcement."""
+        with self._announce_lock:
+            if owed:
+                self._announce_owed = True
+            else:
+                self._announced_at = time.monotonic()
+                self._announce_owed = False
+
+    def _schedule_owed_announcement(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop, after a group: a commit that was not announced will be, at the
+        latest ANNOUNCE_EVERY_S from now (sooner if a later commit carries it)."""
+        if self._announce_owed and self._owed_timer is None:
+            self._owed_timer = loop.call_later(ANNOUNCE_EVERY_S, self._pay_announcement, loop)
+
+    def _pay_announcement(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._owed_timer = None
+        if self._announce_owed and not self._stopping.is_set():
+            with contextlib.suppress(RuntimeError):  # the executor is shut down: stopping
+                loop.run_in_executor(self._executor, self._announce_now)
+
+    def _announce_now(self) -> None:
+        """In a worker thread: the owed notification, on its own (autocommit: sent at once)."""
+        if not self._announce_owed:
+            return  # a commit carried it meanwhile
+        try:
+            with self._connection() as connection:
+                assert self._channel is not None
+                connection.execute(
+                    "SELECT pg_notify(%s, %s)", (self._channel, self._events_payload)
+                )
+            self._announced(owed=False)
+        except DatabaseUnavailableError as error:
+            # The other feeds' own re-read (service/feed.py) finds the events instead.
+            log.debug("could not announce new events: %s", error)
+
+    def _commit_announcing_events(self) -> str:
+        """COMMIT, preceded in the same message (one round trip, no parameters) by the
+        NOTIFY that wakes the other replicas' event feeds; delivered only if it commits."""
+        if self._commit_announcing is None:
+            assert self._channel is not None  # set by the first connection
+            channel, payload = _quote(self._channel), _quote(self._events_payload)
+            self._commit_announcing = f"SELECT pg_notify({channel}, {payload}); COMMIT"
+        return self._commit_announcing
 
     @contextmanager
     def reader(self) -> Iterator[Store]:
@@ -271,13 +363,14 @@ class PostgresDatabase(Database):
                 batch = self._take_batch()
                 operations = [operation for operation, _ in batch]
                 try:
-                    outcomes = await loop.run_in_executor(
+                    outcomes, added_events = await loop.run_in_executor(
                         self._executor, self._run_batch, operations
                     )
                 except RuntimeError as error:  # the executor is shut down: the app stops
                     failure = DatabaseUnavailableError(f"shutting down: {error}")
-                    outcomes = [(None, failure) for _ in batch]
-                self._deliver(batch, outcomes)
+                    outcomes, added_events = [(None, failure) for _ in batch], False
+                self._deliver(batch, outcomes, added_events)
+                self._schedule_owed_announcement(loop)
         finally:
             self._flush_scheduled = False
 
@@ -303,7 +396,8 @@ class PostgresDatabase(Database):
     def listen(self, wake: Callable[[list[int] | None], None]) -> None:
         """Start the listener thread: `wake(ticket ids)` for every grant announced by any
         replica, and `wake(None)` (everyone) after it (re)connects, as grants may have been
-        missed while it was away."""
+        missed while it was away. New events committed by another replica wake the event
+        feed (and it is woken after every (re)connect too, for the same reason)."""
         loop = asyncio.get_running_loop()
         self._listener = threading.Thread(
             target=self._listen_forever, args=(loop, wake), name="rentabot-listen", daemon=True
@@ -325,11 +419,17 @@ class PostgresDatabase(Database):
                     connection.execute(f'LISTEN "{self._channel}"')
                     self._listening = True
                     loop.call_soon_threadsafe(wake, None)
+                    self._hear_events(loop)
                     while not self._stopping.is_set():
                         # Each one at once: the wake-up latency is the point.
                         for notification in connection.notifies(timeout=0.5):
-                            if notification.payload.isdigit():
-                                loop.call_soon_threadsafe(wake, [int(notification.payload)])
+                            payload = notification.payload
+                            if payload.isdigit():
+                                loop.call_soon_threadsafe(wake, [int(payload)])
+                            elif payload != self._events_payload and payload.startswith(
+                                EVENTS_PAYLOAD
+                            ):
+                                self._hear_events(loop)
             except psycopg.Error as error:
                 if not self._stopping.is_set():
                     log.warning("lost the wake-up listener (reconnecting): %s", error)
@@ -339,11 +439,22 @@ class PostgresDatabase(Database):
                 self._listening = False
             self._stopping.wait(LISTEN_RETRY_S)
 
+    def _hear_events(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the listener thread: wake the feed on the loop, unless a wake-up is already on
+        its way (it is cleared on the loop before the feed is woken, so none is lost)."""
+        if not self._feed_wake_pending:
+            self._feed_wake_pending = True
+            loop.call_soon_threadsafe(self._feed_woken)
+
+    def _feed_woken(self) -> None:
+        self._feed_wake_pending = False
+        self._wake_feed()
+
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def listening(self) -> bool:
-        """Whether this process hears other replicas' grants right now."""
+        """Whether this process hears other replicas' grants and new events right now."""
         return self._listening
 
     def dispose(self) -> None:

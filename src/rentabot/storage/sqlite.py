@@ -138,7 +138,7 @@ class SqliteDatabase(Database):
             asyncio.get_running_loop().call_soon(self._flush)
         else:
             self._flush_scheduled = False
-        self._deliver(batch, self._run_batch([operation for operation, _ in batch]))
+        self._deliver(batch, *self._run_batch([operation for operation, _ in batch]))
 
     def _unavailable(self, error: Exception) -> Exception:
         if isinstance(error, sqlite3.Error):
