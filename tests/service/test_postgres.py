@@ -141,3 +141,16 @@ async def test_a_statement_that_times_out_fails_only_its_own_caller_as_unavailab
         assert "timed out" not in [e.kind for e in events]
     finally:
         database.dispose()
+
+
+async def test_a_read_that_ends_after_dispose_closes_its_connection(settings: Settings) -> None:
+    """A request still running when the server stops must not leave a connection idle
+    that nobody closes: its finaliser would warn later, inside an unrelated test."""
+    database = open_database(settings.database_url)
+    try:
+        with database._connection() as connection:  # a read in flight...
+            database.dispose()  # ...while the server shuts down
+        assert connection.closed
+        assert database._idle == []
+    finally:
+        database.dispose()

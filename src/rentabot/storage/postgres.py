@@ -252,12 +252,20 @@ class PostgresDatabase(Database):
             self._slots.release()
 
     def _give_back(self, connection: psycopg.Connection[Any]) -> None:
-        """Keep a connection for the next request, unless its state is not a clean idle."""
+        """Keep a connection for the next request, unless its state is not a clean idle
+        or the engine is being disposed (a read that ends after dispose would otherwise
+        leave a connection idle that nobody closes, and its finaliser warns later, in
+        whatever test happens to be running)."""
         if connection.closed or connection.info.transaction_status != TransactionStatus.IDLE:
             connection.close()
             return
         with self._idle_lock:
-            self._idle.append(connection)
+            # Checked under the lock dispose empties the list with: either dispose sees
+            # this connection, or this sees the flag.
+            if not self._stopping.is_set():
+                self._idle.append(connection)
+                return
+        connection.close()
 
     def _store(self, connection: psycopg.Connection[Any]) -> PostgresStore:
         assert self._channel is not None  # set by the first connection
@@ -459,11 +467,13 @@ class PostgresDatabase(Database):
 
     def dispose(self) -> None:
         """Stop the listener, close every connection, the threads and the engine."""
-        self._stopping.set()
+        with self._idle_lock:
+            self._stopping.set()
+            idle, self._idle = self._idle, []
         if self._listener is not None:
             self._listener.join(timeout=2)
         with self._idle_lock:
-            idle, self._idle = self._idle, []
+            idle, self._idle = idle + self._idle, []
         for connection in idle:
             connection.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
