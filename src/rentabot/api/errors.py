@@ -10,6 +10,7 @@ import html
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -156,11 +157,21 @@ def v2_error(error: RentabotError) -> Response:
     return json_response(status, {"error": body}, _auth_headers(status))
 
 
-def _page_error(status: int, message: str, *, sign_in: bool = False) -> HTMLResponse:
-    """An error page for people (escaped: messages may echo what a client sent)."""
-    link = '<p><a href="/signin">Sign in</a></p>' if sign_in else ""
+def _page_error(status: int, message: str, *, sign_in_to: str | None = None) -> HTMLResponse:
+    """An error page for people (escaped: messages may echo what a client sent). With
+    `sign_in_to` (the page they asked for), it offers to sign in and come back there."""
+    heading, detail = message, ""
+    if sign_in_to is not None:
+        heading = "Sign in to see this" if status == 401 else "Sign in as someone allowed to"
+        target = "/signin?" + urlencode({"next": sign_in_to})
+        detail = f'<p>{html.escape(message)}</p><p><a href="{html.escape(target)}">Sign in</a></p>'
     return HTMLResponse(
-        f"<!doctype html><title>{status}</title><h1>{html.escape(message)}</h1>{link}",
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<title>rentabot: {status}</title><link rel="stylesheet" href="/static/page.css">'
+        f'</head><body><header><h1>rentabot</h1><a href="/">Resources</a></header>'
+        f'<main><h2 class="problem" role="alert">{html.escape(heading)}</h2>{detail}</main>'
+        "</body></html>",
         status_code=status,
     )
 
@@ -170,7 +181,10 @@ async def _domain_error(request: Request, error: Exception) -> Response:
     if _is_api(request) or request.url.path.startswith(JSON_PATHS):
         return v2_error(error)
     status = _status(error)
-    return _page_error(status, error.message, sign_in=status in (401, 403))
+    asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if status in (401, 403) and request.method == "GET":
+        return _page_error(status, error.message, sign_in_to=asked)
+    return _page_error(status, error.message, sign_in_to="/" if status in (401, 403) else None)
 
 
 def _is_api(request: Request) -> bool:

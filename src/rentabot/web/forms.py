@@ -22,12 +22,27 @@ async def form_fields(request: Request) -> dict[str, str]:
     return {name: values[0][:500] for name, values in form.items() if values}
 
 
+def local_path(target: str | None) -> str:
+    """`target` when it is a path of this site, else "/": never a way to send a person to
+    another site (`//host`, `/\\host`, which browsers read as `//host`, a scheme, or control
+    characters that a browser would strip first)."""
+    target = target or "/"
+    parts = urlsplit(target)
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    ):
+        return "/"
+    return target
+
+
 def back_to(form: dict[str, str], message: str) -> Response:
     """Back to the view the form was on (a path of this site only), saying what happened."""
-    target = form.get("back", "/")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        target = "/"
+    parts = urlsplit(local_path(form.get("back")))
     query = [p for p in parts.query.split("&") if p and not p.startswith("done=")]
     query.append(urlencode({"done": message}))
     return RedirectResponse(f"{parts.path}?{'&'.join(query)}", status_code=303)

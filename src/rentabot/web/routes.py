@@ -20,6 +20,7 @@ from rentabot.interfaces.auth import (
     is_https,
 )
 from rentabot.interfaces.runtime import runtime
+from rentabot.web.forms import local_path
 from rentabot.web.pages import render
 
 router = APIRouter(include_in_schema=False)
@@ -27,8 +28,10 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/signin", dependencies=[Depends(PUBLIC)])
 async def sign_in_page(request: Request) -> Response:
-    """The sign-in form: a person pastes their personal API key."""
-    return render(request, "signin.html", {"problem": None})
+    """The sign-in form: a person pastes their personal API key, then goes back to `next`
+    (the page that asked them to sign in; a path of this site only)."""
+    back = local_path(request.query_params.get("next"))
+    return render(request, "signin.html", {"problem": None, "next": back})
 
 
 @router.post("/signin", dependencies=[Depends(PUBLIC)])
@@ -40,12 +43,15 @@ async def sign_in(request: Request) -> Response:
     check_same_origin(request)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
+    back = local_path((form.get("next") or ["/"])[0])
     identity = runtime(request).identity
     try:
         signed_in = await identity.sign_in(key)
     except RentabotError as error:
-        return render(request, "signin.html", {"problem": error.message}, status_code=401)
-    answer = RedirectResponse("/", status_code=303)
+        return render(
+            request, "signin.html", {"problem": error.message, "next": back}, status_code=401
+        )
+    answer = RedirectResponse(back, status_code=303)
     answer.set_cookie(
         SESSION_COOKIE,
         signed_in.secret,
