@@ -108,7 +108,41 @@ function follow() {
   stream.onerror = () => { if (status) status.textContent = "reconnecting…"; };
 }
 
+// A Copy button beside each pipeline line (only with JavaScript: without it the line is
+// still there to select). The clipboard API needs a secure context (https, or this
+// machine); elsewhere the line is selected and copied the older way.
+function copyButtons() {
+  for (const box of document.querySelectorAll(".snippet-box")) {
+    const code = box.querySelector("code");
+    if (!code || box.querySelector("button")) continue;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "copy";
+    button.textContent = "Copy";
+    button.setAttribute("aria-label", `Copy ${box.dataset.what || "this line"}`);
+    button.addEventListener("click", async () => {
+      const text = code.textContent;
+      let copied = false;
+      if (navigator.clipboard && window.isSecureContext) {
+        try { await navigator.clipboard.writeText(text); copied = true; } catch { copied = false; }
+      }
+      if (!copied) {
+        const range = document.createRange();
+        range.selectNodeContents(code);
+        const selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+        copied = document.execCommand("copy");
+      }
+      button.textContent = copied ? "Copied" : "Press Ctrl+C";
+      setTimeout(() => { button.textContent = "Copy"; }, 2000);
+    });
+    box.append(button);
+  }
+}
+
 focusSearchOnSlash();
+copyButtons();
 countDown();
 setInterval(countDown, 1000);
 follow();
