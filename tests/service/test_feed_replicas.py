@@ -179,3 +179,27 @@ async def test_a_write_group_with_many_events_sends_one_notification_and_one_wit
     finally:
         listener.close()
         database.dispose()
+
+
+async def test_an_owed_announcement_waits_its_turn_after_a_commit_that_just_announced(
+    example_settings: Settings, database_url: str
+) -> None:
+    """The owed timer's worker and an announcing commit never both notify within
+    ANNOUNCE_EVERY_S: a worker that finds the slot just taken sends nothing and tries again
+    a slot later, when it does announce."""
+    prepare_database(example_settings)
+    database = PostgresDatabase(make_url(example_settings.database_url))
+    listener = _listen(database_url)
+    try:
+        await database.write(Store.last_event_id)  # opens a connection: the channel is known
+        loop = asyncio.get_running_loop()
+        database._announce_owed = True  # a commit within the slot owes its announcement...
+        database._announced_at = time.monotonic()  # ...and a commit has just announced
+        await loop.run_in_executor(None, database._announce_now, loop)
+        at_once = sum(1 for _ in listener.notifies(timeout=0.01))  # the worker sent nothing
+        assert at_once == 0
+        assert await asyncio.to_thread(events_heard, listener) == 1  # the retry, a slot later
+        assert not database._announce_owed
+    finally:
+        listener.close()
+        database.dispose()

@@ -289,22 +289,33 @@ class PostgresDatabase(Database):
                     connection.execute("ROLLBACK")
                 raise
             announce = store.added_events and self.announce_events
-            if announce and time.monotonic() - self._announced_at >= ANNOUNCE_EVERY_S:
-                connection.execute(self._commit_announcing_events())
-                self._announced(owed=False)
+            if announce and self._claim_announcement():
+                try:
+                    connection.execute(self._commit_announcing_events())
+                except BaseException:
+                    self._owe_announcement()  # what earlier commits were owed is still owed
+                    raise
             else:
                 connection.execute("COMMIT")
                 if announce:
-                    self._announced(owed=True)
+                    self._owe_announcement()
 
-    def _announced(self, *, owed: bool) -> None:
-        """Note a commit with events: announced (now), or owed an announcement."""
+    def _owe_announcement(self) -> None:
+        """Note a commit with events that no notification announced yet."""
         with self._announce_lock:
-            if owed:
-                self._announce_owed = True
-            else:
-                self._announced_at = time.monotonic()
-                self._announce_owed = False
+            self._announce_owed = True
+
+    def _claim_announcement(self) -> bool:
+        """Whether this caller may announce now (none did for ANNOUNCE_EVERY_S), taking the
+        slot if so: a commit and the owed timer's worker never both announce at once. The
+        debt is paid from here: what commits after this notification is owed again."""
+        with self._announce_lock:
+            now = time.monotonic()
+            if now - self._announced_at < ANNOUNCE_EVERY_S:
+                return False
+            self._announced_at = now
+            self._announce_owed = False
+            return True
 
     def _schedule_owed_announcement(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop, after a group: a commit that was not announced will be, at the
@@ -316,20 +327,26 @@ class PostgresDatabase(Database):
         self._owed_timer = None
         if self._announce_owed and not self._stopping.is_set():
             with contextlib.suppress(RuntimeError):  # the executor is shut down: stopping
-                loop.run_in_executor(self._executor, self._announce_now)
+                loop.run_in_executor(self._executor, self._announce_now, loop)
 
-    def _announce_now(self) -> None:
+    def _announce_now(self, loop: asyncio.AbstractEventLoop) -> None:
         """In a worker thread: the owed notification, on its own (autocommit: sent at once)."""
         if not self._announce_owed:
             return  # a commit carried it meanwhile
+        if not self._claim_announcement():
+            # A commit announced less than ANNOUNCE_EVERY_S ago, and a later one is owed:
+            # its turn comes ANNOUNCE_EVERY_S after that.
+            with contextlib.suppress(RuntimeError):  # the loop closed: stopping
+                loop.call_soon_threadsafe(self._schedule_owed_announcement, loop)
+            return
         try:
             with self._connection() as connection:
                 assert self._channel is not None
                 connection.execute(
                     "SELECT pg_notify(%s, %s)", (self._channel, self._events_payload)
                 )
-            self._announced(owed=False)
         except DatabaseUnavailableError as error:
+            self._owe_announcement()
             # The other feeds' own re-read (service/feed.py) finds the events instead.
             log.debug("could not announce new events: %s", error)
 
