@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from rentabot.domain.identity import Role
 from tests.browser.conftest import STILL_PAGE
+from tests.browser.test_page import LIVE_TIMEOUT_MS
 from tests.support import Server, write_descriptor
 
 pytestmark = pytest.mark.browser
@@ -85,18 +86,25 @@ def _holder(server: Server, resource_id: int) -> str | None:
 
 
 def test_a_person_who_joins_the_queue_is_told_and_holds_it_when_the_holder_releases(
-    server: Server, person: Page
+    server: Server, person: Page, page: Page
 ) -> None:
     """bob holds board-a; ada joins its queue from its page: a real ticket of hers (the API's
-    queue), place 1 on the page. bob releases through the API: the page alerts and notifies
-    her, and the API shows her holding board-a; she releases it from the page."""
+    queue), place 1 on the page, and another open page's Waiting column for board-a goes
+    from 0 to 1 live. bob releases through the API: the page alerts and notifies her, the
+    API shows her holding board-a (the other page's count back to 0); she releases it from
+    the page."""
     with _api(server, "bob") as bob:
         lease = _lock(bob, 1)
+        page.goto(server.url)
+        waiting = page.locator('#resources tr[data-resource-id="1"] td.waiting')
+        expect(page.locator("body")).to_have_attribute("data-live", "open")
+        expect(waiting).to_have_text("0")
         _sign_in(person, server, "ada")
         person.goto(f"{server.url}/resources/1")
         person.get_by_role("button", name="Join the queue").click()
         expect(person.locator(".notice")).to_contain_text("In the queue: place 1")
         expect(person.locator("#my-queue .place")).to_have_text("place 1")
+        expect(waiting).to_have_text("1", timeout=LIVE_TIMEOUT_MS)
         (ticket,) = httpx.get(f"{server.url}/api/v2/queue", timeout=10).json()["tickets"]
         assert ticket["principal"] == "ada"
         assert ticket["resource_ids"] == [1]
@@ -109,6 +117,7 @@ def test_a_person_who_joins_the_queue_is_told_and_holds_it_when_the_holder_relea
         assert "board-a" in notified[0][1]
         assert _holder(server, 1) == "ada"
         assert httpx.get(f"{server.url}/api/v2/queue", timeout=10).json()["tickets"] == []
+        expect(waiting).to_have_text("0", timeout=LIVE_TIMEOUT_MS)
 
     person.goto(f"{server.url}/resources/1")
     person.get_by_role("button", name="Release").click()

@@ -101,3 +101,20 @@ async def test_leaving_the_queue_is_audited_with_who_left(database: Database) ->
     (cancelled,) = [e for e in events if e.kind == "ticket_cancelled"]
     assert cancelled.actor == "ada"
     assert cancelled.detail == {"ticket": queued.ticket.id}
+
+
+async def test_joining_the_queue_is_audited_with_who_joined(database: Database) -> None:
+    """A request that queues writes `ticket_queued` naming its ticket and the person (an
+    open page's Waiting column hears of it); a request granted at once writes none."""
+    clock = Clock()
+    leases = _service(database, clock)
+    await leases.request(BOARD, LeaseTerms(ttl=3600), HOLDER)
+    queued = await leases.request(BOARD, LeaseTerms(ttl=60, wait=3600), ADA)
+    assert isinstance(queued, Queued)
+    events = await database.read(
+        lambda store: store.events(after=0, resource_id=None, lease_id=None, limit=100)
+    )
+    (joined,) = [e for e in events if e.kind == "ticket_queued"]
+    assert joined.actor == "ada"
+    assert joined.detail == {"ticket": queued.ticket.id}
+    assert joined.at == clock.now

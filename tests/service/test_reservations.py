@@ -204,3 +204,23 @@ async def test_only_the_creator_finds_a_reservation(two_bots: Database) -> None:
     with pytest.raises(NotFoundError):
         await reservations.reserve(("bot",), 3, 300, 3600, ALICE)
     two_bots.dispose()
+
+
+async def test_a_reservation_joining_the_queue_is_audited_with_who_reserved(
+    two_bots: Database,
+) -> None:
+    """Like a v2 request that waits, a reservation writes `ticket_queued` naming its ticket
+    and its creator: the page's Waiting counts and the activity view hear of it."""
+    clock = Clock()
+    leases, reservations = services(two_bots, clock)
+    held = await leases.acquire(Selection(tags=("bot",), count=2), LeaseTerms(), ALICE)
+    assert isinstance(held, Lease)
+    await reservations.reserve(("bot",), 1, 300, 3600, BOB)
+    events = await two_bots.read(
+        lambda store: store.events(after=0, resource_id=None, lease_id=None, limit=100)
+    )
+    (queued,) = [e for e in events if e.kind == "ticket_queued"]
+    assert queued.actor == "bob"
+    (ticket,) = await two_bots.read(lambda store: store.waiting_tickets(10))
+    assert queued.detail == {"ticket": ticket.id}
+    two_bots.dispose()

@@ -203,6 +203,10 @@ class Acquisition:
             asked=self.kept_asked,
         )
         ticket_id = store.insert_ticket(ticket)
+        # Audited, and on the event stream: an open page counts its Waiting column again.
+        store.add_event(
+            self.now, "ticket_queued", actor=self.principal.name, detail={"ticket": ticket_id}
+        )
         queued = replace(ticket, id=ticket_id)
         return Queued(queued, places([*ahead, queued])[ticket_id])
 

@@ -246,6 +246,7 @@ class ReservationService:
                 claim_window=self._claim_window,
             )
         )
+        store.add_event(now, "ticket_queued", actor=principal.name, detail={"ticket": ticket_id})
         # Served like any ticket: it gets resources only if nobody ahead needs them.
         woken = serve_queue(store, self._policy, now)
         ticket = store.ticket(ticket_id)

@@ -7,7 +7,7 @@
 import { followMyPlaces } from "./waiting.js";
 
 const KINDS = ["granted", "released", "expired", "force_released", "renewed",
-  "maintenance_on", "maintenance_off", "inventory", "ticket_cancelled", "ticket_timed_out",
+  "maintenance_on", "maintenance_off", "inventory", "ticket_queued", "ticket_cancelled", "ticket_timed_out",
   "ticket_abandoned"];
 // The activity view shows every event, also those that change no resource row.
 const ACTIVITY_KINDS = [...KINDS, "resource_added", "resource_updated", "resource_retired"];
