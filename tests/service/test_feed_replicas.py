@@ -26,7 +26,7 @@ from rentabot.interfaces.runtime import Runtime
 from rentabot.service.bootstrap import prepare_database
 from rentabot.service.feed import EventFeed, FeedSubscriber
 from rentabot.settings import Settings
-from rentabot.storage import postgres
+from rentabot.storage.announcements import ANNOUNCE_EVERY_S
 from rentabot.storage.postgres import PostgresDatabase
 from rentabot.storage.store import Store
 from tests.support import ANONYMOUS, POSTGRES_URL, postgres_schema
@@ -175,7 +175,7 @@ async def test_a_write_group_with_many_events_sends_one_notification_and_one_wit
             await database.write(two_events)
         took = time.monotonic() - started
         heard = await asyncio.to_thread(events_heard, listener)
-        assert 2 <= heard <= took / postgres.ANNOUNCE_EVERY_S + 2
+        assert 2 <= heard <= took / ANNOUNCE_EVERY_S + 2
     finally:
         listener.close()
         database.dispose()
@@ -193,13 +193,14 @@ async def test_an_owed_announcement_waits_its_turn_after_a_commit_that_just_anno
     try:
         await database.write(Store.last_event_id)  # opens a connection: the channel is known
         loop = asyncio.get_running_loop()
-        database._announce_owed = True  # a commit within the slot owes its announcement...
-        database._announced_at = time.monotonic()  # ...and a commit has just announced
-        await loop.run_in_executor(None, database._announce_now, loop)
+        announcements = database._announcements
+        assert announcements.claim()  # a commit has just announced...
+        announcements.owe()  # ...and one within the slot owes its announcement
+        await loop.run_in_executor(None, announcements.announce_owed, loop)
         at_once = sum(1 for _ in listener.notifies(timeout=0.01))  # the worker sent nothing
         assert at_once == 0
         assert await asyncio.to_thread(events_heard, listener) == 1  # the retry, a slot later
-        assert not database._announce_owed
+        assert not announcements.owed
     finally:
         listener.close()
         database.dispose()

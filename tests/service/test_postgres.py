@@ -12,7 +12,7 @@ from rentabot.domain.errors import DatabaseUnavailableError
 from rentabot.service.bootstrap import prepare_database
 from rentabot.settings import Settings
 from rentabot.storage.opening import open_database
-from rentabot.storage.postgres import DOWN_BACKOFF_S, LOCK_CLASS
+from rentabot.storage.postgres import DOWN_BACKOFF_S, LOCK_CLASS, PostgresDatabase
 from rentabot.storage.store import Store
 from tests.support import EXAMPLES
 
@@ -147,6 +147,7 @@ async def test_a_read_that_ends_after_dispose_closes_its_connection(settings: Se
     """A request still running when the server stops must not leave a connection idle
     that nobody closes: its finaliser would warn later, inside an unrelated test."""
     database = open_database(settings.database_url)
+    assert isinstance(database, PostgresDatabase)
     try:
         with database._connection() as connection:  # a read in flight...
             database.dispose()  # ...while the server shuts down

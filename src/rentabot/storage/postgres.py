@@ -21,7 +21,7 @@ Everything authoritative is a row, as on SQLite; what changes is how the transac
   per `ANNOUNCE_EVERY_S` per replica: every notification wakes every replica's listener
   thread (and PostgreSQL's backend behind it), and one per group commit cost the lock path
   about a seventh of its throughput; a commit within the interval is announced by the next
-  one, or `ANNOUNCE_EVERY_S` later on its own (`_pay_announcement`), never not at all. The
+  one, or `ANNOUNCE_EVERY_S` later on its own, never not at all (`announcements.py`). The
   feed still re-reads now and then (see `service/feed.py`), for a notification missed while
   the listener was away.
 - **Unreachable means 503, fast.** Work runs in worker threads, never on the event loop;
@@ -34,7 +34,6 @@ Everything authoritative is a row, as on SQLite; what changes is how the transac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import secrets
@@ -53,6 +52,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from rentabot.domain.errors import DatabaseUnavailableError
+from rentabot.storage.announcements import EventAnnouncements
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
 
@@ -71,9 +71,6 @@ LISTEN_RETRY_S = 1.0
 #: The payload of a new-events notification starts so (a grant's is a ticket id); the rest
 #: names the sending replica, whose own feed was woken by its commit already.
 EVENTS_PAYLOAD = "events "
-#: Least time between two new-events notifications of one replica (the feeds coalesce their
-#: reads over as long anyway: service/feed.py's COALESCE_S).
-ANNOUNCE_EVERY_S = 0.05
 
 
 @lru_cache(maxsize=2048)
@@ -166,12 +163,9 @@ class PostgresDatabase(Database):
         self.announce_events = True
         self._events_payload = EVENTS_PAYLOAD + secrets.token_hex(8)
         self._commit_announcing: str | None = None
-        # When this replica last announced new events, and whether a commit since has not
-        # been (written by the worker threads, read on the loop: under the lock).
-        self._announce_lock = threading.Lock()
-        self._announced_at = -math.inf
-        self._announce_owed = False
-        self._owed_timer: asyncio.TimerHandle | None = None
+        self._announcements = EventAnnouncements(
+            self._send_announcement, self._executor, self._stopping
+        )
         # Set by the listener thread while a feed wake-up is on its way to the loop: a burst
         # of other replicas' commits costs the loop one callback, not one per commit.
         self._feed_wake_pending = False
@@ -289,66 +283,22 @@ class PostgresDatabase(Database):
                     connection.execute("ROLLBACK")
                 raise
             announce = store.added_events and self.announce_events
-            if announce and self._claim_announcement():
+            if announce and self._announcements.claim():
                 try:
                     connection.execute(self._commit_announcing_events())
                 except BaseException:
-                    self._owe_announcement()  # what earlier commits were owed is still owed
+                    self._announcements.owe()  # what earlier commits owed is owed still
                     raise
             else:
                 connection.execute("COMMIT")
                 if announce:
-                    self._owe_announcement()
+                    self._announcements.owe()
 
-    def _owe_announcement(self) -> None:
-        """Note a commit with events that no notification announced yet."""
-        with self._announce_lock:
-            self._announce_owed = True
-
-    def _claim_announcement(self) -> bool:
-        """Whether this caller may announce now (none did for ANNOUNCE_EVERY_S), taking the
-        slot if so: a commit and the owed timer's worker never both announce at once. The
-        debt is paid from here: what commits after this notification is owed again."""
-        with self._announce_lock:
-            now = time.monotonic()
-            if now - self._announced_at < ANNOUNCE_EVERY_S:
-                return False
-            self._announced_at = now
-            self._announce_owed = False
-            return True
-
-    def _schedule_owed_announcement(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the loop, after a group: a commit that was not announced will be, at the
-        latest ANNOUNCE_EVERY_S from now (sooner if a later commit carries it)."""
-        if self._announce_owed and self._owed_timer is None:
-            self._owed_timer = loop.call_later(ANNOUNCE_EVERY_S, self._pay_announcement, loop)
-
-    def _pay_announcement(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._owed_timer = None
-        if self._announce_owed and not self._stopping.is_set():
-            with contextlib.suppress(RuntimeError):  # the executor is shut down: stopping
-                loop.run_in_executor(self._executor, self._announce_now, loop)
-
-    def _announce_now(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In a worker thread: the owed notification, on its own (autocommit: sent at once)."""
-        if not self._announce_owed:
-            return  # a commit carried it meanwhile
-        if not self._claim_announcement():
-            # A commit announced less than ANNOUNCE_EVERY_S ago, and a later one is owed:
-            # its turn comes ANNOUNCE_EVERY_S after that.
-            with contextlib.suppress(RuntimeError):  # the loop closed: stopping
-                loop.call_soon_threadsafe(self._schedule_owed_announcement, loop)
-            return
-        try:
-            with self._connection() as connection:
-                assert self._channel is not None
-                connection.execute(
-                    "SELECT pg_notify(%s, %s)", (self._channel, self._events_payload)
-                )
-        except DatabaseUnavailableError as error:
-            self._owe_announcement()
-            # The other feeds' own re-read (service/feed.py) finds the events instead.
-            log.debug("could not announce new events: %s", error)
+    def _send_announcement(self) -> None:
+        """The owed new-events notification, on its own (autocommit: sent at once)."""
+        with self._connection() as connection:
+            assert self._channel is not None
+            connection.execute("SELECT pg_notify(%s, %s)", (self._channel, self._events_payload))
 
     def _commit_announcing_events(self) -> str:
         """COMMIT, preceded in the same message (one round trip, no parameters) by the
@@ -395,7 +345,7 @@ class PostgresDatabase(Database):
                     failure = DatabaseUnavailableError(f"shutting down: {error}")
                     outcomes, added_events = [(None, failure) for _ in batch], False
                 self._deliver(batch, outcomes, added_events)
-                self._schedule_owed_announcement(loop)
+                self._announcements.schedule_owed(loop)
         finally:
             self._flush_scheduled = False
 
