@@ -212,7 +212,7 @@ def test_the_activity_lists_the_latest_events_newest_first_as_text(
     assert [e["id"] for e in latest] == [ids[0]]
     assert latest[0]["kind"] == "released"
     first_row = page.split(f'data-event-id="{ids[0]}">', 1)[1].split("</tr>", 1)[0]
-    assert '<a href="/resources/3">#3</a>' in first_row
+    assert '<a href="/resources/3">b3</a>' in first_row  # by name, not id
     assert "released" in first_row
     assert ">alice<" in first_row
     assert f'data-since="{ids[0]}"' in page

@@ -120,3 +120,23 @@ async def test_a_tag_no_visible_resource_carries_is_not_found(lab: Database) -> 
         with pytest.raises(NotFoundError):
             await usage.tag_report(tag)
     assert [p.tag for p in await usage.tags_overview()] == ["board"]
+
+
+async def test_the_activity_names_the_resources_of_the_latest_events_retired_ones_too(
+    lab: Database,
+) -> None:
+    """Newest first, at most `limit`; every resource an event concerns is named, including
+    one retired since (the trail outlives it); events without a resource need no name."""
+    leases = LeaseService(lab, clock=time.time)
+    admin = AdminService(lab, leases)
+    first = await _lease(leases, 7)  # g
+    await leases.release(first.id, first.token, CI)
+    await _lease(leases, 2)  # b
+    sync_inventory(lab, [ResourceSpec(name, tags_text="board") for name in "abcdef"])  # g gone
+    activity = await admin.activity(limit=50)
+    ids = [e.id for e in activity.events]
+    assert ids == sorted(ids, reverse=True)
+    named = {e.resource_id for e in activity.events if e.resource_id is not None}
+    assert {2, 7} <= named
+    assert activity.names == {rid: "abcdefg"[rid - 1] for rid in named}
+    assert len((await admin.activity(limit=2)).events) == 2

@@ -5,6 +5,7 @@ Each action is recorded with the admin principal who did it (never a name from a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 from rentabot.domain.errors import AlreadyReleasedError, NotFoundError
@@ -13,6 +14,14 @@ from rentabot.domain.model import Event, Resource, V1Selection
 from rentabot.service.leases import LeaseService
 from rentabot.storage.database import Database
 from rentabot.storage.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """The latest events, and the name of each resource they concern (by id)."""
+
+    events: list[Event]
+    names: dict[int, str]
 
 
 class AdminService:
@@ -46,21 +55,27 @@ class AdminService:
         resource_id: int | None = None,
         lease_id: int | None = None,
         limit: int = 100,
-        newest_first: bool = False,
     ) -> list[Event]:
-        """The audit trail after event `after`, oldest first (the API's pages); with
-        `newest_first`, the latest `limit` events after it, newest first (the activity
-        view)."""
+        """The audit trail after event `after`, oldest first (the API's pages)."""
         return await self._database.read(
             lambda store: store.events(
-                after=after,
-                resource_id=resource_id,
-                lease_id=lease_id,
-                limit=limit,
-                newest_first=newest_first,
+                after=after, resource_id=resource_id, lease_id=lease_id, limit=limit
             ),
             large=limit > 100,
         )
+
+    async def activity(self, *, limit: int = 100) -> Activity:
+        """The latest `limit` events, newest first, with the names of the resources they
+        concern (retired ones too: the trail outlives them), in one read."""
+
+        def read(store: Store) -> Activity:
+            events = store.events(
+                after=0, resource_id=None, lease_id=None, limit=limit, newest_first=True
+            )
+            named = {e.resource_id for e in events if e.resource_id is not None}
+            return Activity(events, store.resource_names(named))
+
+        return await self._database.read(read, large=limit > 100)
 
     async def last_event_id(self) -> int:
         """The id of the newest event (0: none yet)."""

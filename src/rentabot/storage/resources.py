@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,16 @@ class ResourceRecords(Statements):
             (resource_id,),
         ).fetchone()
         return resource_of(row) if row else None
+
+    def resource_names(self, resource_ids: Collection[int]) -> dict[int, str]:
+        """The names of these resources (at most a page of them), retired ones included:
+        the audit trail names resources that are gone."""
+        if not resource_ids:
+            return {}
+        ids = sorted(resource_ids)
+        marks = ", ".join("?" for _ in ids)
+        rows = self._run(f"SELECT id, name FROM resources WHERE id IN ({marks})", ids)
+        return {row[0]: row[1] for row in rows.fetchall()}
 
     def resource_id_by_name(self, name: str) -> int | None:
         """The id of the visible resource with this name."""

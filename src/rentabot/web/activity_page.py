@@ -37,6 +37,8 @@ class ActivityRow:
     #: prefixed, since a bare `granted` is the page's class of a granted-place alert).
     css: str
     resource_id: int | None
+    #: The resource's name (its id when the name is unknown).
+    resource: str
     lease_id: int | None
     who: str
     detail: str
@@ -56,14 +58,16 @@ def detail_text(detail: Mapping[str, object]) -> str:
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "\u2026"
 
 
-def activity_row(event: Event) -> ActivityRow:
-    """The row of one event."""
+def activity_row(event: Event, names: Mapping[int, str]) -> ActivityRow:
+    """The row of one event (`names`: resources' names by id)."""
+    rid = event.resource_id
     return ActivityRow(
         id=event.id,
         at=clock(event.at),
         kind=event.kind.replace("_", " "),
         css="kind-" + event.kind.replace("_", "-"),
-        resource_id=event.resource_id,
+        resource_id=rid,
+        resource="" if rid is None else names.get(rid, f"#{rid}")[:200],
         lease_id=event.lease_id,
         who=(event.actor or "")[:200],
         detail=detail_text(event.detail),
@@ -74,13 +78,14 @@ def activity_row(event: Event) -> ActivityRow:
 async def activity_page(request: Request, caller: Reader) -> Response:
     """The latest `ACTIVITY_LIMIT` events, newest first: time, kind, resource (a link to
     its page), lease, who, detail; live with JavaScript."""
-    events = await runtime(request).admin.events(limit=ACTIVITY_LIMIT, newest_first=True)
+    activity = await runtime(request).admin.activity(limit=ACTIVITY_LIMIT)
+    events = activity.events
     return render(
         request,
         "activity.html",
         {
             "caller": caller,
-            "events": [activity_row(event) for event in events],
+            "events": [activity_row(event, activity.names) for event in events],
             "last": events[0].id if events else 0,
             "limit": ACTIVITY_LIMIT,
         },
