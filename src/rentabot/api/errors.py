@@ -162,7 +162,7 @@ def _page_error(status: int, message: str, *, sign_in_to: str | None = None) -> 
     `sign_in_to` (the page they asked for), it offers to sign in and come back there."""
     heading, detail = message, ""
     if sign_in_to is not None:
-        heading = "Sign in to see this" if status == 401 else "Sign in as someone allowed to"
+        heading = "Sign in to see this" if status == 401 else "Sign in as someone who may do this"
         target = "/signin?" + urlencode({"next": sign_in_to})
         detail = f'<p>{html.escape(message)}</p><p><a href="{html.escape(target)}">Sign in</a></p>'
     return HTMLResponse(
