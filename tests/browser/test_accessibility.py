@@ -1,7 +1,7 @@
 """The page is usable without sight of it and without a mouse, in a real Chromium against a
 real server: every control on every view has a name a screen reader can say, all text
 meets WCAG AA contrast in the light and the dark scheme, `/` and Tab reach the filters and a
-row's action with a visible focus ring."""
+row's action with a visible focus ring, and native controls follow the dark scheme."""
 
 from __future__ import annotations
 
@@ -346,3 +346,25 @@ def test_tab_reaches_search_filter_and_the_first_rows_action_in_order_each_with_
             )
     finally:
         page.close()
+
+
+def test_native_controls_follow_the_dark_scheme(browser: Browser, server: Server) -> None:
+    """In the dark scheme a `select` on `/` is drawn dark (the page declares `color-scheme:
+    light dark`): under half brightness, not the light default (94 %) that glares on a dark
+    page; light in the light scheme."""
+    luminance = """el => {
+      const [r, g, b] = getComputedStyle(el).backgroundColor.match(/\\d+(\\.\\d+)?/g).map(Number);
+      return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+    }"""
+    seen: dict[str, float] = {}
+    schemes: tuple[Scheme, ...] = ("dark", "light")
+    for scheme in schemes:
+        context = browser.new_context(color_scheme=scheme)
+        page = context.new_page()
+        try:
+            page.goto(server.url)
+            seen[scheme] = page.locator('select[name="state"]').evaluate(luminance)
+        finally:
+            context.close()
+    assert seen["dark"] < 0.5, seen
+    assert seen["light"] > 0.8, seen
