@@ -72,6 +72,30 @@ async def test_a_wait_that_runs_out_is_refused_not_left_waiting(database: Databa
     assert await leases.queue() == []
 
 
+async def test_a_wait_the_sweep_ends_first_still_says_its_last_place(
+    database: Database,
+) -> None:
+    """The sweep may end a ticket whose wait ran out before its own waiter looks again (a
+    busy server): the waiter's refusal still carries the place it last had."""
+    clock = Clock()
+    leases = LeaseService(database, clock=clock, policy=LeasePolicy(long_poll=30))
+    holder = await leases.acquire(Selection(resource_ids=(1,)), LeaseTerms(), ANONYMOUS)
+    assert isinstance(holder, Lease)
+    waiting = asyncio.create_task(
+        leases.acquire(Selection(resource_ids=(1,)), LeaseTerms(wait=2), ANONYMOUS)
+    )
+    for _ in range(1000):
+        if await leases.queue():
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # the waiter has read its place and sleeps
+    clock.now += 2.5  # its wait ran out...
+    await leases.sweep()  # ...and the sweep ends the ticket before the waiter looks again
+    with pytest.raises(NotGrantedError) as refused:
+        await waiting
+    assert (refused.value.reason, refused.value.position) == ("timed_out", 1)
+
+
 async def test_a_release_hands_the_resource_to_the_waiter_at_once(database: Database) -> None:
     """The waiter's call returns its lease as soon as the holder releases."""
     leases = LeaseService(database)

@@ -72,13 +72,22 @@ class Waiting:
         deadline = loop.time() + wait
         event = self.wakeups.watch(ticket_id)
         touch = partial(self._touch, ticket_id, token, principal)
+        last_place: int | None = None
         try:
             await self._database.write(partial(touch, self._clock() + wait))
             while True:
                 event.clear()
-                outcome = await self.status(ticket_id, token, principal)
+                try:
+                    outcome = await self.status(ticket_id, token, principal)
+                except NotGrantedError as ended:
+                    # Ended by someone else (the sweep, when its wait ran out before this
+                    # waiter looked again): still say the place it last had.
+                    if ended.position is None and last_place is not None:
+                        raise NotGrantedError(ended.selector, ended.reason, last_place) from None
+                    raise
                 if not isinstance(outcome, Queued):
                     return outcome
+                last_place = outcome.position
                 # Never wait past the ticket's own deadline.
                 left = outcome.ticket.wait_until - self._clock()
                 remaining = min(deadline - loop.time(), left)
